@@ -1,0 +1,168 @@
+"""The `zoomin` command.
+
+  zoomin scan [SRC] --out DST            scan images (default SRC: the bundled samples)
+  zoomin report RESULTS --out page.html  a page with thumbnails, boxes, verdicts, rationales
+  zoomin synth --out DIR                 make a labelled set offline (real + generated images)
+  zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
+
+Local:    zoomin scan ./photos --out ./results
+Cluster:  zoomin scan /mnt/archive --out /mnt/results --address auto
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from zoomin_core.backends import available
+from zoomin_core.decode import DecodeConfig
+from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
+
+
+def _add_scan(sub) -> None:
+    p = sub.add_parser("scan", help="scan images for AI generation: boxes, verdicts, rationales",
+                       description="Scan every file under SRC (recursively; hidden files skipped) and write one "
+                                   "Parquet row per file to --out.")
+    p.add_argument("src", nargs="?", default=None,
+                   help="folder (recursive), glob pattern (quote it) or single file; default: the bundled samples")
+    p.add_argument("--out", required=True, help="output folder for the Parquet results (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    p.add_argument("--backend", default="compact", choices=available(),
+                   help="model backend (default: compact, the bundled CPU detector; fake: deterministic test double)")
+    p.add_argument("--model", default=None,
+                   help="weights / checkpoint path for the backend (default: the backend's bundled weights)")
+    p.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="{scan,zoom|scan}",
+                   help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
+    p.add_argument("--max-boxes", type=int, default=4, help="most regions zoomed into per image (default 4)")
+    p.add_argument("--margin", type=float, default=0.15,
+                   help="context added around each region before cropping, as a fraction of its size (default 0.15)")
+    p.add_argument("--min-crop-side", type=int, default=64,
+                   help="smallest crop side in original pixels (default 64)")
+    p.add_argument("--view-size", type=int, default=512,
+                   help="longest side of the reduced image the scan looks at (default 512)")
+    p.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels,
+                   help=f"refuse images larger than this many pixels as too_large (default {DecodeConfig.max_pixels:,})")
+    p.add_argument("--max-bytes", type=int, default=512 * 1024 * 1024,
+                   help="refuse files larger than this many bytes as too_large (default 512 MiB)")
+    p.add_argument("--address", default=None,
+                   help="join an existing Ray cluster ('auto', 'ray://host:10001'); default: start a local one")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--actors", type=int, default=None,
+                   help="model actors (copies of the model); default: sized from the cluster's CPUs/GPUs")
+    p.add_argument("--actor-cpus", type=float, default=None,
+                   help="CPUs per model actor, also its torch thread count (default 1)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0,
+                   help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per model call (default 8 on CPU, 16 on GPU)")
+    p.add_argument("--rows-per-file", type=int, default=None,
+                   help="at least this many rows per output Parquet file (default: one file per block)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def cmd_scan(a) -> int:
+    from .pipeline import JobConfig
+    from .plan import PlanError
+    from .scan import RayConfig, run_scan
+    from .sinks import OutputError
+    from .sources import SAMPLES_DIR, SourceError
+
+    try:
+        examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
+                                max_boxes=a.max_boxes,
+                                decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
+        cfg = JobConfig(backend=a.backend, model=a.model, examine=examine, max_bytes=a.max_bytes,
+                        backend_options={"max_boxes": a.max_boxes} if a.backend == "compact" else {})
+        if a.model and not Path(a.model).exists():
+            raise SourceError(f"--model {a.model}: no such file or folder")
+        rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
+                       gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress)
+        summary = run_scan(a.src or str(SAMPLES_DIR), a.out, cfg, rc, a.overwrite, a.rows_per_file)
+    except (SourceError, OutputError, PlanError, ValueError) as e:
+        print(f"zoomin scan: error: {e}", file=sys.stderr)
+        return 2
+    print(summary.text())
+    return 0 if summary.complete else 1
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML page of scan results")
+    p.add_argument("results", help="folder written by `zoomin scan --out`")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--limit", type=int, default=500, help="most images shown, most suspicious first (default 500)")
+
+
+def cmd_report(a) -> int:
+    from .report import write_report
+    n = write_report(a.results, a.out, limit=a.limit)
+    print(f"zoomin report: {n} image(s) -> {a.out}")
+    return 0
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="make a labelled set of real and generated images, offline")
+    p.add_argument("--out", required=True, help="folder for images/ and labels.jsonl")
+    p.add_argument("--count", type=int, default=600, help="number of images (default 600, a third of each kind)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--real-dir", default=None,
+                   help="folder of your own real photos (default: photos shipped in scikit-image/scikit-learn)")
+    p.add_argument("--jpeg-quality", type=int, default=92, help="the final encoding of every image (default 92)")
+    p.add_argument("--generator-steps", type=int, default=400,
+                   help="training steps of the image generator (default 400, about 10 s)")
+
+
+def cmd_synth(a) -> int:
+    from zoomin_core.synth import SynthConfig, folder_photos, synthesize
+    photos = folder_photos(a.real_dir) if a.real_dir else None
+    path = synthesize(a.out, SynthConfig(count=a.count, seed=a.seed, jpeg_quality=a.jpeg_quality,
+                                                  generator_steps=a.generator_steps), photos)
+    print(f"zoomin synth: {a.count} images, labels in {path}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the compact detector",
+                       description="Train on a `zoomin synth` set (LABELS) and/or your own folders.")
+    p.add_argument("labels", nargs="?", default=None, help="labels.jsonl written by `zoomin synth`")
+    p.add_argument("--real", default=None, help="folder of real images (your own labelled data)")
+    p.add_argument("--generated", default=None, help="folder of generated images (your own labelled data)")
+    p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    p.add_argument("--version", default="custom", help="version string recorded in the weights and every output row")
+    p.add_argument("--scan-steps", type=int, default=500, help="training steps of the scan network (default 500)")
+    p.add_argument("--zoom-steps", type=int, default=700, help="training steps of the zoom network (default 700)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def cmd_train(a) -> int:
+    import json
+
+    from zoomin_core.train import TrainConfig, calibrate_and_validate, load_labelled, train
+    if not (a.labels or a.real or a.generated):
+        print("zoomin train: error: give LABELS and/or --real/--generated folders", file=sys.stderr)
+        return 2
+    samples = load_labelled(a.labels, a.real, a.generated)
+    meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}"}
+    model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed), meta)
+    report = calibrate_and_validate(model, samples)
+    model.save(a.out)
+    print(json.dumps({"weights": a.out, "scan_calibration": model.meta["scan_calibration"],
+                      "fusion": model.meta["fusion"], "validation": report}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zoomin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_scan, _add_report, _add_synth, _add_train):
+        add(sub)
+    a = parser.parse_args(argv)
+    # synth and train are long and quiet otherwise: show their progress by default.
+    logging.basicConfig(level=logging.INFO if a.verbose or a.command in ("synth", "train") else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train}[a.command](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The scan job on Ray Data, in order: list -> read+decode (CPU tasks) -> scan+zoom (model actors)
+-> write Parquet. `zoomin_core.stages.run_chain` is the same chain in one process.
+
+Rows cross the Ray boundary as Arrow tables; `zoomin_core` records live inside each stage only.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from zoomin_core.decode import DecodeConfig, prepare
+from zoomin_core.records import Prepared, View
+from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
+from zoomin_core.stages import ExamineConfig, examine
+
+from .plan import Plan
+from .sources import SourceItem, read_input
+
+log = logging.getLogger(__name__)
+
+# Prepared images between the decode tasks and the model actors. The view travels as raw RGB
+# bytes (small: at most 512 px a side); the original bytes travel so that the zoom stage can cut
+# full-resolution crops without reading the object again.
+PREPARED_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("uri", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("view", pa.binary()), ("view_h", pa.int32()),
+    ("view_w", pa.int32()), ("scale_x", pa.float64()), ("scale_y", pa.float64()),
+    ("data", pa.large_binary()), ("decode_s", pa.float64()),
+])
+
+
+# Memory reserved per decode task (Ray's scheduler counts it). It also keeps the decode tasks a
+# separate operator: Ray Data fuses a task map into the next actor map when their resource
+# requests are equal, which would run decoding inside the model actors, one after the other
+# with the model (and, on GPU nodes, while holding the GPU).
+DECODE_TASK_MEMORY = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    backend: str = "compact"
+    model: Optional[str] = None               # weights path; None = the backend's default
+    examine: ExamineConfig = field(default_factory=ExamineConfig)
+    max_bytes: int = 512 * 1024 * 1024        # files larger than this are not read (too_large)
+    backend_options: dict = field(default_factory=dict)
+
+
+def _prepared_to_arrow(ps: list[Prepared]) -> pa.Table:
+    cols = {
+        "image_id": [p.image_id for p in ps], "uri": [p.uri for p in ps],
+        "status": [p.status for p in ps], "error": [p.error for p in ps],
+        "width": [p.width for p in ps], "height": [p.height for p in ps],
+        "view": [p.view.pixels.tobytes() if p.view is not None else None for p in ps],
+        "view_h": [p.view.pixels.shape[0] if p.view is not None else 0 for p in ps],
+        "view_w": [p.view.pixels.shape[1] if p.view is not None else 0 for p in ps],
+        "scale_x": [p.view.scale_x if p.view is not None else 1.0 for p in ps],
+        "scale_y": [p.view.scale_y if p.view is not None else 1.0 for p in ps],
+        "data": [p.data for p in ps], "decode_s": [p.decode_s for p in ps],
+    }
+    return pa.Table.from_pydict(cols, schema=PREPARED_SCHEMA)
+
+
+def _arrow_to_prepared(t: pa.Table) -> list[Prepared]:
+    out = []
+    for r in t.to_pylist():
+        view = None
+        if r["view"] is not None:
+            px = np.frombuffer(r["view"], np.uint8).reshape(r["view_h"], r["view_w"], 3)
+            view = View(px, r["scale_x"], r["scale_y"])
+        out.append(Prepared(r["image_id"], r["uri"], r["status"], r["error"], r["width"],
+                            r["height"], view, r["data"], r["decode_s"]))
+    return out
+
+
+def read_and_prepare(batch: pa.Table, cfg: JobConfig) -> pa.Table:
+    """CPU task: (uri, size) rows -> prepared rows. Per-image failures become statuses."""
+    return _prepared_to_arrow([prepare(read_input(uri, cfg.max_bytes), cfg.examine.decode)
+                               for uri in batch.column("uri").to_pylist()])
+
+
+class Examiner:
+    """Model actor: loads the backend once, then scans and zooms one batch per call."""
+
+    def __init__(self, cfg: JobConfig, plan: Plan):
+        import torch
+
+        from zoomin_core.backends import load_backend
+        torch.set_num_threads(plan.threads)
+        options = dict(cfg.backend_options)
+        if cfg.backend == "compact":
+            options.setdefault("device", plan.device)
+        self.backend = load_backend(cfg.backend, cfg.model, **options)
+        self.cfg = cfg
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        prepared = _arrow_to_prepared(batch)
+        rows = examine(self.backend, prepared, self.cfg.examine)
+        return rows_to_table(rows)
+
+
+def build(items: list[SourceItem], cfg: JobConfig, plan: Plan, read_batch: int = 16):
+    """The Ray Data pipeline, unexecuted. `items` carry keys and sizes only."""
+    import ray.data
+
+    n_blocks = max(1, min(len(items), (len(items) + read_batch - 1) // read_batch))
+    ds = ray.data.from_items([{"uri": it.uri, "size": it.size} for it in items],
+                             override_num_blocks=n_blocks)
+    ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                        batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
+    ds = ds.map_batches(Examiner, fn_constructor_kwargs={"cfg": cfg, "plan": plan},
+                        batch_format="pyarrow", batch_size=plan.batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
+    return ds
+
+
+def empty_result() -> pa.Table:
+    return RESULT_SCHEMA.empty_table()

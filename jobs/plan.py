@@ -1,0 +1,82 @@
+"""Resource planning: how many model actors, with how much CPU/GPU each, and batch sizes.
+
+The plan is computed from the cluster's resources before anything runs, and refused with a clear
+message when it cannot run. The one trap it exists for: Ray's default of one CPU per actor lets
+a model actor pool take every CPU on a small machine, the read/decode tasks that feed it never
+get scheduled, and the job hangs forever. So CPUs for the tasks are always reserved.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+
+class PlanError(ValueError):
+    """The requested plan cannot run on this cluster."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    actors: int              # model actors (each holds one copy of the model)
+    actor_cpus: float        # CPUs reserved per actor (also its torch thread count, rounded up)
+    actor_gpus: float        # GPUs per actor; fractional shares one GPU between actors
+    task_cpus: float         # CPUs per read/decode task
+    batch_size: int          # images per model call
+    cluster_cpus: float
+    cluster_gpus: float
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.actor_gpus > 0 else "cpu"
+
+    @property
+    def threads(self) -> int:
+        """torch threads per actor: its CPU share, rounded half up (1.5 CPUs -> 2 threads)."""
+        return max(1, int(self.actor_cpus + 0.5))
+
+    def describe(self) -> str:
+        gpu = f", {self.actor_gpus:g} GPU" if self.actor_gpus else ""
+        return (f"{self.actors} model actor(s) x ({self.actor_cpus:g} CPU{gpu}), decode tasks "
+                f"{self.task_cpus:g} CPU each, batch {self.batch_size}; cluster "
+                f"{self.cluster_cpus:g} CPU / {self.cluster_gpus:g} GPU")
+
+
+def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Optional[float] = None,
+              gpus_per_actor: float = 0.0, batch_size: Optional[int] = None) -> Plan:
+    """resources: Ray's cluster_resources() map ({"CPU": 8.0, "GPU": 1.0, ...})."""
+    cpus = float(resources.get("CPU", 0))
+    gpus = float(resources.get("GPU", 0))
+    if cpus <= 0:
+        raise PlanError("the cluster reports no CPUs")
+    if gpus_per_actor < 0 or gpus_per_actor > 1 and gpus_per_actor != int(gpus_per_actor):
+        raise PlanError(f"--gpus-per-actor must be a fraction <= 1 or a whole number, got {gpus_per_actor}")
+    if gpus_per_actor > 0 and gpus == 0:
+        raise PlanError("GPU actors were requested (--gpus-per-actor > 0) but the cluster has no GPUs")
+
+    # Keep a quarter of the CPUs (at least half a CPU) for reading and decoding.
+    reserve = max(0.5, cpus / 4) if cpus < 4 else max(1.0, math.floor(cpus / 4))
+    if actor_cpus is None:
+        # Small machines (fewer than 4 CPUs): one actor gets everything but the reserve, so the
+        # model uses all cores the decode tasks leave free; larger ones: 1 CPU per actor.
+        actor_cpus = 1.0 if cpus >= 4 else cpus - reserve
+    if actors is None:
+        if gpus_per_actor > 0:
+            actors = int(gpus // gpus_per_actor)
+        else:
+            actors = max(1, int((cpus - reserve) // actor_cpus))
+    if actors < 1:
+        raise PlanError("the plan has no model actors: not enough GPUs for --gpus-per-actor")
+    if gpus_per_actor > 0 and actors * gpus_per_actor > gpus + 1e-9:
+        raise PlanError(f"{actors} actors x {gpus_per_actor:g} GPU need more than the cluster's {gpus:g} GPUs")
+    left = cpus - actors * actor_cpus
+    if left < 0.5 - 1e-9:
+        raise PlanError(
+            f"{actors} actors x {actor_cpus:g} CPU leave {max(left, 0):g} of the cluster's {cpus:g} CPUs "
+            "for reading and decoding; the job would stall. Use fewer --actors or a smaller --actor-cpus.")
+    task_cpus = min(1.0, left)
+    if batch_size is None:
+        batch_size = 16 if gpus_per_actor > 0 else 8
+    if batch_size < 1:
+        raise PlanError("--batch-size must be at least 1")
+    return Plan(actors, actor_cpus, gpus_per_actor, task_cpus, batch_size, cpus, gpus)

@@ -1,0 +1,42 @@
+import pytest
+
+from jobs.plan import PlanError, make_plan
+
+
+def test_two_cpus_leaves_room_for_decode_tasks():
+    p = make_plan({"CPU": 2.0})
+    assert p.actors == 1 and p.actor_cpus == 1.5 and p.threads == 2
+    assert p.actors * p.actor_cpus + p.task_cpus <= 2.0
+    assert p.device == "cpu"
+
+
+def test_one_cpu_splits_it():
+    p = make_plan({"CPU": 1.0})
+    assert p.actors == 1 and p.actor_cpus == 0.5 and p.task_cpus == 0.5
+
+
+def test_sixteen_cpus_keeps_a_quarter_for_decoding():
+    p = make_plan({"CPU": 16.0})
+    assert p.actors == 12 and p.actor_cpus == 1.0 and p.threads == 1
+
+
+def test_gpu_actors_sized_from_gpus():
+    assert make_plan({"CPU": 8.0, "GPU": 1.0}, gpus_per_actor=1).actors == 1
+    p = make_plan({"CPU": 64.0, "GPU": 8.0}, gpus_per_actor=1)
+    assert p.actors == 8 and p.device == "cuda" and p.batch_size == 16
+    assert make_plan({"CPU": 8.0, "GPU": 1.0}, gpus_per_actor=0.25).actors == 4
+
+
+def test_refuses_gpu_actors_without_gpus():
+    with pytest.raises(PlanError, match="no GPUs"):
+        make_plan({"CPU": 4.0}, gpus_per_actor=1)
+
+
+def test_refuses_plan_that_starves_reads():
+    with pytest.raises(PlanError, match="stall"):
+        make_plan({"CPU": 2.0}, actors=2, actor_cpus=1.0)
+
+
+def test_overrides_are_respected():
+    p = make_plan({"CPU": 8.0}, actors=3, actor_cpus=2.0, batch_size=4)
+    assert (p.actors, p.actor_cpus, p.batch_size, p.threads) == (3, 2.0, 4, 2)

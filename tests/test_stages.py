@@ -1,0 +1,74 @@
+"""The chain in one process: one row per input, error isolation, scan-only vs scan+zoom."""
+from pathlib import Path
+
+import pytest
+
+from conftest import jpeg_bytes, textured
+from zoomin_core import ExamineConfig, ImageInput, load_backend, run_chain
+from zoomin_core.backends import available
+from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
+
+
+def _inputs(folder: Path) -> list[ImageInput]:
+    return [ImageInput(str(p), p.read_bytes()) for p in sorted(folder.iterdir())]
+
+
+def test_backend_table():
+    assert {"compact", "fake"} <= set(available())
+    with pytest.raises(ValueError, match="unknown backend 'nope'.*compact"):
+        load_backend("nope")
+
+
+def test_one_row_per_input_with_statuses(bad_inputs):
+    folder, expected = bad_inputs
+    inputs = _inputs(folder)
+    rows = run_chain(load_backend("fake"), inputs)
+    assert [r.uri for r in rows] == [i.uri for i in inputs]
+    for r in rows:
+        assert r.status == expected[Path(r.uri).name], (r.uri, r.error)
+        if r.status == "ok":
+            assert r.verdict in ("real", "generated") and 0.0 <= r.score <= 1.0
+            assert r.boxes and all(0 <= b.x1 < b.x2 <= r.width and 0 <= b.y1 < b.y2 <= r.height for b in r.boxes)
+        else:
+            assert r.verdict is None and r.error
+    table = rows_to_table(rows)
+    assert table.schema.equals(RESULT_SCHEMA, check_metadata=True)
+
+
+def test_model_failure_costs_only_its_own_row():
+    bright = jpeg_bytes(textured(64, 64) // 4 + 190)
+    dark = jpeg_bytes(textured(64, 64) // 4)
+    inputs = [ImageInput("dark1", dark), ImageInput("bright", bright), ImageInput("dark2", dark + b"\0")]
+    rows = run_chain(load_backend("fake", fail_on_mean_above=0.6), inputs)
+    assert [r.status for r in rows] == ["ok", "model_error", "ok"]
+    assert "refusing a bright image" in rows[1].error
+
+
+def test_scan_only_skips_zoom():
+    inputs = [ImageInput("a", jpeg_bytes(textured(300, 200)))]
+    scan_only = run_chain(load_backend("fake"), inputs, ExamineConfig(stages="scan"))[0]
+    assert scan_only.stages == "scan" and scan_only.zoom_s == 0.0
+    assert scan_only.verdict == scan_only.initial_verdict and scan_only.score == scan_only.initial_score
+
+
+def test_boxes_are_in_original_pixels():
+    # 2048 px wide image, 512 px view: the fake's box covers a quarter of the view, so half the
+    # original's width once mapped back.
+    inputs = [ImageInput("big", jpeg_bytes(textured(2048, 1024)))]
+    r = run_chain(load_backend("fake"), inputs)[0]
+    (b,) = r.boxes
+    assert (b.x2 - b.x1, b.y2 - b.y1) == (1024, 512)
+
+
+def test_compact_backend_scores_and_explains():
+    inputs = [ImageInput("a", jpeg_bytes(textured(400, 300, seed=3)))]
+    r = run_chain(load_backend("compact"), inputs)[0]
+    assert r.status == "ok" and r.model.startswith("compact/")
+    assert 0.0 <= r.score <= 1.0 and r.boxes
+    assert r.rationale.startswith("Final:") and "Region 1" in r.rationale
+    assert r.explanation.startswith("First look")
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError):
+        ExamineConfig(stages="zoom")

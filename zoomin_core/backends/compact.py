@@ -1,0 +1,119 @@
+"""Backend `compact`: the two stages on a CPU with a small torch model (see compact_model.py).
+
+scan: ScanNet over the reduced view -> suspicion map -> up to K peak regions + first verdict.
+zoom: ZoomNet over each full-resolution crop -> region scores; image score = the highest.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import rationale
+from ..compact_model import DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
+from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+class CompactBackend:
+    name = "compact"
+
+    def __init__(self, model=None, max_boxes: int = 4, threshold: float = 0.5,
+                 max_crop_side: int = 256, threads: Optional[int] = None, device: str = "cpu"):
+        # max_crop_side: the zoom classifier reads at most this many native pixels per side of a
+        # crop (the centre); larger regions are sampled, never shrunk, so fine traces survive.
+        if threads:
+            torch.set_num_threads(threads)
+        # `model`: a weights path, or an in-memory CompactModel (used while training).
+        self.model = model if isinstance(model, CompactModel) else CompactModel.load(model or DEFAULT_WEIGHTS)
+        self.device = torch.device(device)
+        self.model.scan.to(self.device)
+        self.model.zoom.to(self.device)
+        self.max_boxes = max_boxes
+        # Decision threshold on P(generated), for the first look and the final verdict alike.
+        self.threshold = float(self.model.meta.get("threshold", threshold))
+        self.max_crop_side = max_crop_side
+        self.reference = self.model.meta.get("real_cues", {})
+
+    @property
+    def model_id(self) -> str:
+        return f"compact/{self.model.version}"
+
+    @torch.inference_mode()
+    def scan_logits(self, views: Sequence[View]) -> list[np.ndarray]:
+        """Raw logit map per view (h/8, w/8). Views of equal size run as one batch."""
+        maps: list[Optional[np.ndarray]] = [None] * len(views)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, v in enumerate(views):
+            groups[v.pixels.shape].append(i)
+        for idx in groups.values():
+            x = torch.cat([to_tensor(views[i].pixels) for i in idx]).to(self.device)
+            logits = self.model.scan(x).double().cpu().numpy()
+            for j, i in enumerate(idx):
+                maps[i] = logits[j]
+        return maps  # type: ignore[return-value]
+
+    def suspicion_maps(self, views: Sequence[View]) -> list[np.ndarray]:
+        """Calibrated P(generated) per cell: sigmoid(a * logit + b), with (a, b) fitted by
+        `zoomin train` so that the image's most suspicious cell reads as a probability."""
+        a, b = self.model.meta.get("scan_calibration", (1.0, 0.0))
+        return [1.0 / (1.0 + np.exp(-(a * m + b))) for m in self.scan_logits(views)]
+
+    def scan(self, views: Sequence[View]) -> list[ScanResult]:
+        out = []
+        for v, prob in zip(views, self.suspicion_maps(views)):
+            h, w = v.pixels.shape[:2]
+            boxes = tuple(
+                Box(x1 * SCAN_STRIDE, y1 * SCAN_STRIDE, min(w, x2 * SCAN_STRIDE), min(h, y2 * SCAN_STRIDE), s)
+                for x1, y1, x2, y2, s in peaks(prob, self.max_boxes))
+            score = float(prob.max())
+            verdict = GENERATED if score >= self.threshold else REAL
+            out.append(ScanResult(boxes, verdict, score, rationale.scan_explanation(boxes, score, verdict)))
+        return out
+
+    def _window(self, pixels: np.ndarray) -> np.ndarray:
+        """Centre window of at most max_crop_side per side, native pixels."""
+        h, w = pixels.shape[:2]
+        ch, cw = min(h, self.max_crop_side), min(w, self.max_crop_side)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        return pixels[y:y + ch, x:x + cw]
+
+    @torch.inference_mode()
+    def crop_scores(self, crops: Sequence[Crop]) -> list[float]:
+        scores = []
+        for c in crops:  # crops differ in size; each is one small forward pass
+            win = self._window(c.pixels)
+            if min(win.shape[:2]) < 8:
+                scores.append(0.0)
+                continue
+            logits = self.model.zoom(to_tensor(win).to(self.device))
+            scores.append(float(torch.sigmoid(pool_logits(logits))[0]))
+        return scores
+
+    def fuse(self, scan_score: float, zoom_score: float) -> float:
+        """Final P(generated) from the whole-view scan and the best crop. With fitted weights
+        (a logistic fit on the training split, `zoomin train`), both count by how much they
+        proved to know; without, the zoom's evidence decides alone."""
+        w = self.model.meta.get("fusion")
+        if not w:
+            return zoom_score
+        z = w[0] * _logit(scan_score) + w[1] * _logit(zoom_score) + w[2]
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list[Verdict]:
+        out = []
+        for view, crops, scan in items:
+            scores = self.crop_scores(crops)
+            score = self.fuse(scan.initial_score, max(scores)) if scores else scan.initial_score
+            verdict = GENERATED if score >= self.threshold else REAL
+            regions = [(c.box, s, rationale.measure(self._window(c.pixels))) for c, s in zip(crops, scores)]
+            text = rationale.zoom_rationale(regions, verdict, score, scan.initial_verdict,
+                                            scan.initial_score, self.reference)
+            out.append(Verdict(verdict, score, text, tuple(scores)))
+        return out

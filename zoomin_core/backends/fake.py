@@ -1,0 +1,51 @@
+"""A deterministic fake backend: no weights, no torch. For tests and dry runs of the engine.
+
+Its answers are a pure function of the pixels, so the same image always gets the same row:
+the box is the brightest quarter of the view, the score is the mean brightness of the crops.
+Setting `fail_on_mean_above` makes it raise on matching images, to exercise error rows.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None):
+        self.fail_on_mean_above = fail_on_mean_above
+
+    @property
+    def model_id(self) -> str:
+        return "fake-1"
+
+    def _check(self, pixels: np.ndarray) -> None:
+        if self.fail_on_mean_above is not None and pixels.mean() / 255 > self.fail_on_mean_above:
+            raise RuntimeError("fake backend: refusing a bright image")
+
+    def scan(self, views: Sequence[View]) -> list[ScanResult]:
+        out = []
+        for v in views:
+            self._check(v.pixels)
+            h, w = v.pixels.shape[:2]
+            quads = [(0, 0), (w // 2, 0), (0, h // 2), (w // 2, h // 2)]
+            means = [v.pixels[y:y + h // 2, x:x + w // 2].mean() for x, y in quads]
+            x, y = quads[int(np.argmax(means))]
+            score = float(np.mean(v.pixels) / 255)
+            verdict = GENERATED if score >= 0.5 else REAL
+            out.append(ScanResult((Box(x, y, x + w // 2, y + h // 2, score),), verdict, score,
+                                  f"brightest quadrant at ({x}, {y}) in the view"))
+        return out
+
+    def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list[Verdict]:
+        out = []
+        for view, crops, scan in items:
+            scores = tuple(float(c.pixels.mean() / 255) if c.pixels.size else 0.0 for c in crops)
+            score = max(scores, default=scan.initial_score)
+            verdict = GENERATED if score >= 0.5 else REAL
+            out.append(Verdict(verdict, score, f"fake backend: crop brightness {score:.2f}", scores))
+        return out

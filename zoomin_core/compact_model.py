@@ -1,0 +1,150 @@
+"""The compact forensic detector: two small fully-convolutional networks and their weights file.
+
+ScanNet looks at the reduced view and returns a suspicion map (one logit per 8x8 view pixels);
+ZoomNet looks at full-resolution crops and returns a logit map (one per 4x4 original pixels),
+pooled to one score per crop. Both see only a fixed high-pass residual of the image (pixel minus
+its 3x3 mean): generators leave their traces in fine detail, and a residual input keeps the
+tiny training set from teaching the networks what is *in* a photo instead of how it was made.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy import ndimage
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v1.safetensors"
+SCAN_STRIDE = 8
+ZOOM_STRIDE = 4
+
+
+class HighPass(nn.Module):
+    """x - mean3x3(x), scaled: a fixed, parameter-free residual filter."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1]
+        blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return (x - blur) * 8.0
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.1))
+
+
+class ScanNet(nn.Module):
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.hp = HighPass()
+        self.body = nn.Sequential(_conv(3, 16), _conv(16, width, 2), _conv(width, width, 2),
+                                  _conv(width, width, 2), _conv(width, width))
+        self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,H,W) -> (B, H/8, W/8) logits
+        return self.head(self.body(self.hp(x)))[:, 0]
+
+
+class ZoomNet(nn.Module):
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.hp = HighPass()
+        self.body = nn.Sequential(_conv(3, 16), _conv(16, 16), _conv(16, width, 2),
+                                  _conv(width, width), _conv(width, width, 2), _conv(width, width))
+        self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,3,H,W) -> (B, H/4, W/4) logits
+        return self.head(self.body(self.hp(x)))[:, 0]
+
+
+def pool_logits(logit_map: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) -> (B,) mean of the top half of the logits: a crop padded with some real
+    context around a generated region still scores as that region."""
+    flat = logit_map.flatten(1)
+    k = max(1, flat.shape[1] // 2)
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
+    if not pixels.flags.writeable or not pixels.flags.c_contiguous:
+        pixels = np.array(pixels, dtype=np.uint8, order="C")  # torch wants its own writable copy
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+
+
+@dataclass
+class CompactModel:
+    scan: ScanNet
+    zoom: ZoomNet
+    # Free-form facts about how the weights were made (data, steps, validation figures) and the
+    # reference cue levels of real photos, used to phrase rationales. Saved in the file header.
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.meta.get("version", "unversioned")
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+        tensors = {f"scan.{k}": v for k, v in self.scan.state_dict().items()}
+        tensors.update({f"zoom.{k}": v for k, v in self.zoom.state_dict().items()})
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(path) + ".tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"zoomin": json.dumps(self.meta)})
+        tmp.replace(path)  # never leave a half-written weights file behind
+        Path(path).chmod(0o644)
+
+    @staticmethod
+    def new(meta: dict | None = None) -> "CompactModel":
+        return CompactModel(ScanNet(), ZoomNet(), dict(meta or {}))
+
+    @staticmethod
+    def load(path: str | Path) -> "CompactModel":
+        from safetensors import safe_open
+        p = Path(path)
+        if p.is_dir():
+            candidates = sorted(p.glob("*.safetensors"))
+            if len(candidates) != 1:
+                raise FileNotFoundError(f"{p}: expected exactly one .safetensors file, found {len(candidates)}")
+            p = candidates[0]
+        if not p.exists():
+            raise FileNotFoundError(f"compact weights not found: {p} (train them with `zoomin train`)")
+        with safe_open(str(p), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("zoomin", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        model = CompactModel.new(meta)
+        model.scan.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("scan.")})
+        model.zoom.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("zoom.")})
+        model.scan.eval()
+        model.zoom.eval()
+        return model
+
+
+def peaks(prob: np.ndarray, k: int, threshold: float = 0.35, relative: float = 0.5
+          ) -> list[tuple[int, int, int, int, float]]:
+    """Suspicion map (h, w) of probabilities -> up to k boxes (x1, y1, x2, y2, score) in map cells.
+
+    A box is a connected area above max(threshold, relative * its own peak). If nothing passes
+    the threshold, the single most suspicious spot (3x3 cells) is still returned: like a human
+    examiner, the zoom stage always gets something to look at closely.
+    """
+    h, w = prob.shape
+    out = []
+    remaining = prob.copy()
+    while len(out) < k:
+        y, x = np.unravel_index(int(np.argmax(remaining)), remaining.shape)
+        peak = float(remaining[y, x])
+        if peak < threshold:
+            break
+        labels, _ = ndimage.label(remaining >= max(threshold, relative * peak))
+        ys, xs = np.nonzero(labels == labels[y, x])
+        out.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, peak))
+        remaining[labels == labels[y, x]] = -1.0
+    if not out:
+        y, x = np.unravel_index(int(np.argmax(prob)), prob.shape)
+        out.append((max(0, x - 1), max(0, y - 1), min(w, x + 2), min(h, y + 2), float(prob[y, x])))
+    return out

@@ -1,0 +1,48 @@
+"""The one output schema. Every writer uses it; nothing is inferred from a first batch."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyarrow as pa
+
+from .records import ResultRow
+
+SCHEMA_VERSION = "1"
+
+BOX_TYPE = pa.struct([
+    ("x1", pa.int32()), ("y1", pa.int32()), ("x2", pa.int32()), ("y2", pa.int32()),
+    ("score", pa.float32()),
+])
+
+RESULT_SCHEMA = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),   # sha256 of the bytes ("uri:<sha256>" if unreadable)
+    pa.field("uri", pa.string(), nullable=False),        # where the image came from
+    pa.field("status", pa.string(), nullable=False),     # "ok" or an error kind (records.ERROR_STATUSES)
+    pa.field("error", pa.string()),                      # message when status != ok
+    pa.field("width", pa.int32()),                       # original size after EXIF orientation
+    pa.field("height", pa.int32()),
+    pa.field("verdict", pa.string()),                    # "real" / "generated" / null on error
+    pa.field("score", pa.float32()),                     # P(generated), 0..1, final
+    pa.field("initial_verdict", pa.string()),            # the scan's first verdict
+    pa.field("initial_score", pa.float32()),
+    pa.field("boxes", pa.list_(BOX_TYPE)),               # regions, original pixels, best first
+    pa.field("explanation", pa.string()),                # the scan's first explanation
+    pa.field("rationale", pa.string()),                  # the final, region-grounded rationale
+    pa.field("model", pa.string()),                      # backend model name and version
+    pa.field("stages", pa.string()),                     # "scan" or "scan,zoom"
+    pa.field("decode_s", pa.float32()),                  # seconds per image in each stage
+    pa.field("scan_s", pa.float32()),
+    pa.field("zoom_s", pa.float32()),
+], metadata={"zoomin.schema_version": SCHEMA_VERSION})
+
+
+def rows_to_table(rows: Sequence[ResultRow]) -> pa.Table:
+    cols: dict[str, list] = {f.name: [] for f in RESULT_SCHEMA}
+    for r in rows:
+        for name in cols:
+            if name == "boxes":
+                cols[name].append([{"x1": int(b.x1), "y1": int(b.y1), "x2": int(b.x2),
+                                    "y2": int(b.y2), "score": float(b.score)} for b in r.boxes])
+            else:
+                cols[name].append(getattr(r, name))
+    return pa.Table.from_pydict(cols, schema=RESULT_SCHEMA)

@@ -1,0 +1,160 @@
+"""The method, in order: decode -> scan -> map boxes -> crop at full resolution -> zoom -> rows.
+
+`run_chain` is the whole chain in one function; the Ray job (`jobs/pipeline.py`) runs the same
+two halves, `prepare` (CPU tasks) and `examine` (model actors). One row in, one row out: every
+Prepared that enters `examine` leaves as exactly one ResultRow, checked before returning.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence, TypeVar
+
+from . import geometry
+from .backends import Backend
+from .decode import DecodeConfig, DecodeError, decode_full, prepare
+from .records import (STATUS_MODEL_ERROR, STATUS_OK, Box, Crop, ImageInput, Prepared, ResultRow,
+                      ScanResult, Verdict)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+STAGE_CHOICES = ("scan", "scan,zoom")
+
+
+@dataclass(frozen=True)
+class ExamineConfig:
+    # "scan,zoom" (the method) or "scan" (first look only: cheaper, less accurate).
+    stages: str = "scan,zoom"
+    # Context added around each region before cutting, as a fraction of the region's size.
+    margin: float = 0.15
+    # Crops are at least this many original pixels per side, so tiny boxes still show texture.
+    min_crop_side: int = 64
+    # At most this many regions per image go to the zoom stage (highest scan score first).
+    max_boxes: int = 4
+    # Regions overlapping more than this IoU are merged into one before zooming.
+    merge_iou: float = 0.3
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self):
+        if self.stages not in STAGE_CHOICES:
+            raise ValueError(f"stages must be one of {STAGE_CHOICES}, got {self.stages!r}")
+        if self.max_boxes < 1 or self.min_crop_side < 1 or self.margin < 0:
+            raise ValueError(f"invalid ExamineConfig: {self}")
+
+    @property
+    def zoom(self) -> bool:
+        return self.stages == "scan,zoom"
+
+
+def _guarded(fn: Callable[[list[T]], list[R]], items: list[T]) -> list[R | Exception]:
+    """Call a batched backend method; if the batch raises, retry one by one so a single bad
+    image costs its own row, not its batch's."""
+    if not items:
+        return []
+    try:
+        out = fn(items)
+        if len(out) != len(items):
+            raise RuntimeError(f"backend returned {len(out)} results for {len(items)} inputs")
+        return list(out)
+    except Exception:  # noqa: BLE001 - isolate below
+        if len(items) == 1:
+            import traceback
+            return [RuntimeError(traceback.format_exc(limit=3).strip().splitlines()[-1])]
+    results: list[R | Exception] = []
+    for it in items:
+        try:
+            results.extend(fn([it]))
+        except Exception as e:  # noqa: BLE001 - the error becomes this image's row
+            results.append(e)
+    return results
+
+
+def _scan_boxes(p: Prepared, scan: ScanResult, cfg: ExamineConfig) -> list[Box]:
+    """Scan boxes (view pixels) -> clamped, merged boxes in original pixels, best first."""
+    v = p.view
+    boxes = [geometry.clamp(geometry.to_original(b, v.scale_x, v.scale_y), p.width, p.height)
+             for b in scan.boxes]
+    boxes = [b for b in boxes if b.area > 0]
+    return geometry.merge_overlapping(boxes, cfg.merge_iou)[: cfg.max_boxes]
+
+
+def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig()
+            ) -> list[ResultRow]:
+    """Scan and (optionally) zoom a batch of decoded images. Returns one row per input, in order."""
+    rows: list[ResultRow | None] = [None] * len(prepared)
+    model = backend.model_id
+    for i, p in enumerate(prepared):
+        if p.status != STATUS_OK:
+            rows[i] = ResultRow.failed(p, p.status, p.error or p.status, model, cfg.stages)
+    todo = [i for i, p in enumerate(prepared) if p.status == STATUS_OK]
+
+    # Stage 1: scan the reduced views.
+    t0 = time.perf_counter()
+    scans = _guarded(backend.scan, [prepared[i].view for i in todo])
+    scan_s = (time.perf_counter() - t0) / max(1, len(todo))
+    scanned: list[tuple[int, ScanResult, list[Box]]] = []
+    for i, s in zip(todo, scans):
+        if isinstance(s, Exception):
+            rows[i] = ResultRow.failed(prepared[i], STATUS_MODEL_ERROR, f"scan failed: {s}", model, cfg.stages)
+        else:
+            scanned.append((i, s, _scan_boxes(prepared[i], s, cfg)))
+
+    if not cfg.zoom:
+        for i, s, boxes in scanned:
+            p = prepared[i]
+            rows[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
+                           model, cfg, scan_s, 0.0)
+        return _checked(prepared, rows)
+
+    # Stage 2: cut each region from the full-resolution original and zoom in.
+    t1 = time.perf_counter()
+    items, owners = [], []
+    for i, s, boxes in scanned:
+        p = prepared[i]
+        try:
+            full = decode_full(p.data, cfg.decode)
+        except DecodeError as e:  # readable header and view, but the full decode failed
+            rows[i] = ResultRow.failed(p, e.status, e.message, model, cfg.stages)
+            continue
+        regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side)
+                   for b in boxes]
+        crops = [geometry.crop(full, r) for r in regions]
+        items.append((p.view, crops, s))
+        owners.append((i, s, boxes))
+    verdicts = _guarded(backend.zoom, items)
+    zoom_s = (time.perf_counter() - t1) / max(1, len(items))
+    for (i, s, boxes), v in zip(owners, verdicts):
+        if isinstance(v, Exception):
+            rows[i] = ResultRow.failed(prepared[i], STATUS_MODEL_ERROR, f"zoom failed: {v}", model, cfg.stages)
+        else:
+            if len(v.region_scores) == len(boxes):  # report the zoom's judgement of each region
+                boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
+            rows[i] = _row(prepared[i], s, boxes, v, model, cfg, scan_s, zoom_s)
+    return _checked(prepared, rows)
+
+
+def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
+         cfg: ExamineConfig, scan_s: float, zoom_s: float) -> ResultRow:
+    return ResultRow(
+        image_id=p.image_id, uri=p.uri, status=STATUS_OK, error=None, width=p.width,
+        height=p.height, verdict=v.verdict, score=float(v.score), initial_verdict=s.initial_verdict,
+        initial_score=float(s.initial_score), boxes=tuple(geometry.to_int(b) for b in boxes),
+        explanation=s.explanation, rationale=v.rationale, model=model, stages=cfg.stages,
+        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s)
+
+
+def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list[ResultRow]:
+    """One row in, one row out, same ids, same order - or fail loudly (a bug, not bad data)."""
+    for p, r in zip(prepared, rows):
+        if r is None or r.image_id != p.image_id:
+            raise AssertionError(f"examine lost or mixed up the row for {p.uri}")
+    return rows  # type: ignore[return-value]
+
+
+def run_chain(backend: Backend, inputs: Sequence[ImageInput], cfg: ExamineConfig = ExamineConfig()
+              ) -> list[ResultRow]:
+    """The whole method for a list of inputs, in one process: decode, scan, crop, zoom."""
+    return examine(backend, [prepare(item, cfg.decode) for item in inputs], cfg)
