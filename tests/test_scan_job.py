@@ -90,3 +90,11 @@ def test_output_inside_source_is_not_rescanned(ray_local, tmp_path):
     assert main(["scan", str(src), "--out", str(out), "--no-progress", "--backend", "fake"]) == 0
     assert main(["scan", str(src), "--out", str(out), "--overwrite", "--no-progress", "--backend", "fake"]) == 0
     assert read_results(out).num_rows == 3
+
+
+def test_glob_source(ray_local, tmp_path):
+    out = tmp_path / "res"
+    pattern = str(SAMPLES_DIR / "real_*.jpg")
+    assert main(["scan", pattern, "--out", str(out), "--no-progress", "--backend", "fake"]) == 0
+    uris = read_results(out).column("uri").to_pylist()
+    assert len(uris) == 4 and all(Path(u).name.startswith("real_") for u in uris)
