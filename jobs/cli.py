@@ -4,6 +4,7 @@
   zoomin report RESULTS --out page.html  a page with thumbnails, boxes, verdicts, rationales
   zoomin synth --out DIR                 make a labelled set offline (real + generated images)
   zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
+  zoomin evaluate RESULTS --labels L     metrics of a labelled scan
 
 Local:    zoomin scan ./photos --out ./results
 Cluster:  zoomin scan /mnt/archive --out /mnt/results --address auto
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
+from zoomin_core.generators import FAMILIES
 from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
 
 
@@ -39,8 +41,8 @@ def _add_scan(sub) -> None:
                    help="context added around each region before cropping, as a fraction of its size (default 0.15)")
     p.add_argument("--min-crop-side", type=int, default=64,
                    help="smallest crop side in original pixels (default 64)")
-    p.add_argument("--view-size", type=int, default=512,
-                   help="longest side of the reduced image the scan looks at (default 512)")
+    p.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
+                   help=f"longest side of the reduced image the scan looks at (default {DecodeConfig.view_max_side})")
     p.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels,
                    help=f"refuse images larger than this many pixels as too_large (default {DecodeConfig.max_pixels:,})")
     p.add_argument("--max-bytes", type=int, default=512 * 1024 * 1024,
@@ -102,51 +104,90 @@ def cmd_report(a) -> int:
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="make a labelled set of real and generated images, offline")
     p.add_argument("--out", required=True, help="folder for images/ and labels.jsonl")
-    p.add_argument("--count", type=int, default=600, help="number of images (default 600, a third of each kind)")
+    p.add_argument("--count", type=int, default=1200,
+                   help="number of images (default 1200: 40%% real, 20%% wholly and 40%% regionally generated)")
+    p.add_argument("--families", default=",".join(FAMILIES),
+                   help=f"generator families, comma-separated (default: all of {', '.join(FAMILIES)})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--real-dir", default=None,
                    help="folder of your own real photos (default: photos shipped in scikit-image/scikit-learn)")
     p.add_argument("--jpeg-quality", type=int, default=92, help="the final encoding of every image (default 92)")
     p.add_argument("--generator-steps", type=int, default=400,
-                   help="training steps of the image generator (default 400, about 10 s)")
+                   help="training steps of each generator family (default 400, 7-30 s each)")
 
 
 def cmd_synth(a) -> int:
     from zoomin_core.synth import SynthConfig, folder_photos, synthesize
     photos = folder_photos(a.real_dir) if a.real_dir else None
+    families = tuple(f.strip() for f in a.families.split(",") if f.strip())
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        print(f"zoomin synth: error: unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
     path = synthesize(a.out, SynthConfig(count=a.count, seed=a.seed, jpeg_quality=a.jpeg_quality,
-                                                  generator_steps=a.generator_steps), photos)
+                                         generator_steps=a.generator_steps, families=families), photos)
     print(f"zoomin synth: {a.count} images, labels in {path}")
     return 0
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train the compact detector",
-                       description="Train on a `zoomin synth` set (LABELS) and/or your own folders.")
+                       description="Train on a `zoomin synth` set (LABELS) and/or your own folders. Splits: "
+                                   "'train' fits the networks, 'calib' the score calibration; 'test' and "
+                                   "'holdout' are evaluated and the figures stored in the weights.")
     p.add_argument("labels", nargs="?", default=None, help="labels.jsonl written by `zoomin synth`")
     p.add_argument("--real", default=None, help="folder of real images (your own labelled data)")
     p.add_argument("--generated", default=None, help="folder of generated images (your own labelled data)")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
     p.add_argument("--version", default="custom", help="version string recorded in the weights and every output row")
-    p.add_argument("--scan-steps", type=int, default=500, help="training steps of the scan network (default 500)")
-    p.add_argument("--zoom-steps", type=int, default=700, help="training steps of the zoom network (default 700)")
+    p.add_argument("--exclude-source", action="append", default=[],
+                   help="leave this generator family (a label's 'source') out of training and calibration; repeatable")
+    p.add_argument("--scan-steps", type=int, default=1000, help="training steps of the scan network (default 1000)")
+    p.add_argument("--zoom-steps", type=int, default=1500, help="training steps of the zoom network (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
 def cmd_train(a) -> int:
     import json
 
-    from zoomin_core.train import TrainConfig, calibrate_and_validate, load_labelled, train
+    from zoomin_core.calibrate import calibrate, validate
+    from zoomin_core.train import TrainConfig, load_labelled, train
     if not (a.labels or a.real or a.generated):
         print("zoomin train: error: give LABELS and/or --real/--generated folders", file=sys.stderr)
         return 2
-    samples = load_labelled(a.labels, a.real, a.generated)
-    meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}"}
+    samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source))
+    meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
+            "excluded_sources": a.exclude_source}
     model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed), meta)
-    report = calibrate_and_validate(model, samples)
+    calibrate(model, samples)
+    model.meta["validation"] = validate(model, samples)
     model.save(a.out)
     print(json.dumps({"weights": a.out, "scan_calibration": model.meta["scan_calibration"],
-                      "fusion": model.meta["fusion"], "validation": report}, indent=2))
+                      "fusion": model.meta["fusion"], "validation": model.meta["validation"]}, indent=2))
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a scan's results against labels",
+                       description="Join RESULTS (a `zoomin scan --out` folder) with LABELS by image path and "
+                                   "print accuracy, precision/recall/F1, ROC-AUC, calibration (ECE), box IoU, "
+                                   "region recall at IoU 0.5 and flip rate, overall and per kind and source.")
+    p.add_argument("results", help="folder written by `zoomin scan --out`")
+    p.add_argument("--labels", required=True,
+                   help="labels: JSONL or CSV with 'file' (relative to the labels file) or 'uri', 'label' "
+                        "(real/generated), optional 'kind', 'source', 'split', 'boxes' ([[x1,y1,x2,y2], ...])")
+    p.add_argument("--split", default=None, help="evaluate only labels of this split (e.g. test)")
+    p.add_argument("--json", default=None, help="also write the full report to this JSON file")
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import EvaluateError, run_evaluate
+    try:
+        text = run_evaluate(a.results, a.labels, split=a.split, json_out=a.json)
+    except EvaluateError as e:
+        print(f"zoomin evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 
@@ -155,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_scan, _add_report, _add_synth, _add_train):
+    for add in (_add_scan, _add_report, _add_synth, _add_train, _add_evaluate):
         add(sub)
     a = parser.parse_args(argv)
     # synth and train are long and quiet otherwise: show their progress by default.
     logging.basicConfig(level=logging.INFO if a.verbose or a.command in ("synth", "train") else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train}[a.command](a)
+    return {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
+            "evaluate": cmd_evaluate}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -1,70 +1,114 @@
-"""The synthetic set's ground truth, and `zoomin synth` + `zoomin train` end to end (tiny)."""
+"""The synthetic set's ground truth, the generator families, and synth + train end to end (tiny)."""
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from jobs.cli import main
 from zoomin_core import ImageInput, load_backend, run_chain
-from zoomin_core.synth import RegenAE, SynthConfig, _random_view, make_sample, package_photos
+from zoomin_core.generators import FAMILIES
+from zoomin_core.synth import SynthConfig, make_canvas, make_sample, package_photos
 
 
 @pytest.fixture(scope="module")
-def photo():
-    return package_photos()["astronaut"]
+def photos():
+    return list(package_photos().values())
 
 
 @pytest.fixture(scope="module")
 def generator():
-    import torch
     torch.manual_seed(0)
-    return RegenAE().eval()  # untrained is fine: it changes pixels, which is what is checked
+    return FAMILIES["ae_tconv"]().eval()  # untrained is fine: it changes pixels, which is what is checked
 
 
 def test_package_photos_are_available_offline():
-    photos = package_photos()
-    assert {"astronaut", "coffee", "china"} <= set(photos)
-    assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for a in photos.values())
+    named = package_photos()
+    assert {"astronaut", "coffee", "china"} <= set(named)
+    assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for a in named.values())
 
 
-def test_regional_fake_changes_only_inside_its_boxes(photo, generator):
+def test_canvas_is_large_and_made_of_native_photo_pixels(photos):
     cfg = SynthConfig()
-    base = _random_view(photo, np.random.default_rng(5), cfg.min_side)
-    out, boxes = make_sample(photo, "regional", generator, np.random.default_rng(5), cfg)
-    assert out.shape == base.shape and 1 <= len(boxes) <= 3
-    inside = np.zeros(base.shape[:2], bool)
-    h, w = base.shape[:2]
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        c = make_canvas(photos, rng, cfg)
+        assert 680 <= max(c.shape[:2]) <= 2048 and c.dtype == np.uint8
+    # a single tile is an exact (possibly mirrored) crop of one photo: never resampled
+    c = make_canvas(photos, np.random.default_rng(4), SynthConfig(grids=((1, 1),)))
+    h, w = c.shape[:2]
+    found = False
+    for a in photos:
+        if a.shape[0] < h or a.shape[1] < w:
+            continue
+        for tile in (c, c[:, ::-1]):
+            hits = np.argwhere(np.all(a[: a.shape[0] - h + 1, : a.shape[1] - w + 1] == tile[0, 0], axis=-1))
+            found |= any(np.array_equal(a[y:y + h, x:x + w], tile) for y, x in hits[:200])
+    assert found
+
+
+def test_regional_fake_changes_only_inside_its_boxes(photos, generator):
+    cfg = SynthConfig()
+    rng = np.random.default_rng(5)
+    canvas = make_canvas(photos, rng, cfg)
+    out, boxes = make_sample(canvas, "regional", generator, rng, cfg)
+    h, w = canvas.shape[:2]
+    assert out.shape == canvas.shape and 1 <= len(boxes) <= 3
+    inside = np.zeros((h, w), bool)
     for x1, y1, x2, y2 in boxes:
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
         area = (x2 - x1) * (y2 - y1) / (h * w)
-        assert cfg.region_area[0] * 0.5 <= area <= cfg.region_area[1] * 1.5
+        assert cfg.region_area[0] * 0.5 <= area <= cfg.region_area[1] * 1.5  # small: a few percent
         inside[y1:y2, x1:x2] = True
-        assert np.abs(out[y1:y2, x1:x2].astype(int) - base[y1:y2, x1:x2]).mean() > 1.0
-    assert np.array_equal(out[~inside], base[~inside])
+        assert np.abs(out[y1:y2, x1:x2].astype(int) - canvas[y1:y2, x1:x2]).mean() > 1.0
+    assert np.array_equal(out[~inside], canvas[~inside])
 
 
-def test_real_sample_is_untouched_and_whole_fake_covers_everything(photo, generator):
+def test_real_sample_is_untouched_and_whole_fake_covers_everything(photos, generator):
     cfg = SynthConfig()
-    base = _random_view(photo, np.random.default_rng(9), cfg.min_side)
-    real, no_boxes = make_sample(photo, "real", generator, np.random.default_rng(9), cfg)
-    assert np.array_equal(real, base) and no_boxes == []
-    whole, boxes = make_sample(photo, "whole", generator, np.random.default_rng(9), cfg)
-    assert boxes == [[0, 0, base.shape[1], base.shape[0]]]
-    assert not np.array_equal(whole, base)
+    canvas = make_canvas(photos, np.random.default_rng(9), cfg)
+    real, no_boxes = make_sample(canvas, "real", generator, np.random.default_rng(9), cfg)
+    assert real is canvas and no_boxes == []
+    whole, boxes = make_sample(canvas, "whole", generator, np.random.default_rng(9), cfg)
+    assert boxes == [[0, 0, canvas.shape[1], canvas.shape[0]]]
+    assert np.abs(whole.astype(int) - canvas).mean() > 1.0
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_families_regenerate_in_tiles_like_in_one_piece(family):
+    torch.manual_seed(1)
+    gen = FAMILIES[family]().eval()
+    pixels = np.random.default_rng(0).integers(0, 255, (150, 190, 3)).astype(np.uint8)
+    tiled = gen.regenerate(pixels, tile=96, overlap=16).astype(int)
+    whole = gen.regenerate(pixels, tile=4096).astype(int)
+    assert tiled.shape == pixels.shape
+    if family != "denoise":  # denoise draws its noise per tile
+        assert np.abs(tiled - whole).mean() < 1.0
+
+
+def test_denoise_family_has_no_upsampling_and_others_do():
+    def upsamples(net):
+        return any(isinstance(m, (torch.nn.ConvTranspose2d, torch.nn.Upsample, torch.nn.PixelShuffle))
+                   for m in net.modules())
+    assert not upsamples(FAMILIES["denoise"]())
+    assert not any(getattr(m, "stride", (1, 1)) != (1, 1) for m in FAMILIES["denoise"]().modules())
+    assert all(upsamples(FAMILIES[f]()) for f in ("ae_tconv", "ae_resize", "sr_shuffle"))
 
 
 @pytest.mark.slow
 def test_synth_then_train_then_scan(tmp_path):
     data = tmp_path / "synth"
-    assert main(["synth", "--out", str(data), "--count", "24", "--generator-steps", "30"]) == 0
+    assert main(["synth", "--out", str(data), "--count", "30", "--generator-steps", "20"]) == 0
     records = [json.loads(line) for line in (data / "labels.jsonl").read_text().splitlines()]
-    assert len(records) == 24 and {r["kind"] for r in records} == {"real", "whole", "regional"}
+    assert len(records) == 30 and {r["kind"] for r in records} == {"real", "whole", "regional"}
+    assert {r["source"] for r in records} - {"real"} <= set(FAMILIES)
     assert all((data / r["file"]).read_bytes()[:2] == b"\xff\xd8" for r in records)  # one encoding: JPEG
     weights = tmp_path / "w.safetensors"
     assert main(["train", str(data / "labels.jsonl"), "--out", str(weights), "--version", "t1",
-                 "--scan-steps", "3", "--zoom-steps", "3"]) == 0
+                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise"]) == 0
     backend = load_backend("compact", str(weights))
     assert backend.model_id == "compact/t1"
     assert backend.model.meta["fusion"] and backend.model.meta["scan_calibration"]
+    assert "denoise" not in backend.model.meta["train_sources"]
     rows = run_chain(backend, [ImageInput(r["file"], (data / r["file"]).read_bytes()) for r in records[:3]])
     assert all(r.status == "ok" and 0 <= r.score <= 1 for r in rows)

@@ -125,7 +125,7 @@ class Verdict:
     verdict: str
     score: float                     # probability of "generated", 0..1
     rationale: str
-    region_scores: tuple[float, ...] = ()
+    region_scores: tuple[float, ...] = ()       # the zoom's score of each crop, in crop order
 
 
 @dataclass(frozen=True)

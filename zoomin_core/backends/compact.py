@@ -12,13 +12,8 @@ import numpy as np
 import torch
 
 from .. import rationale
-from ..compact_model import DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
+from ..compact_model import DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, logit, peaks, pool_logits, to_tensor
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
 
 
 class CompactBackend:
@@ -85,25 +80,25 @@ class CompactBackend:
         return pixels[y:y + ch, x:x + cw]
 
     @torch.inference_mode()
+    def crop_score(self, c: Crop) -> float:
+        """Zoom score of one crop: P(generated) pooled over its window's logit map."""
+        win = self._window(c.pixels)
+        if min(win.shape[:2]) < 8:
+            return 0.0
+        logits = self.model.zoom(to_tensor(win).to(self.device))  # (1, h/4, w/4)
+        return float(torch.sigmoid(pool_logits(logits))[0])
+
     def crop_scores(self, crops: Sequence[Crop]) -> list[float]:
-        scores = []
-        for c in crops:  # crops differ in size; each is one small forward pass
-            win = self._window(c.pixels)
-            if min(win.shape[:2]) < 8:
-                scores.append(0.0)
-                continue
-            logits = self.model.zoom(to_tensor(win).to(self.device))
-            scores.append(float(torch.sigmoid(pool_logits(logits))[0]))
-        return scores
+        return [self.crop_score(c) for c in crops]
 
     def fuse(self, scan_score: float, zoom_score: float) -> float:
         """Final P(generated) from the whole-view scan and the best crop. With fitted weights
-        (a logistic fit on the training split, `zoomin train`), both count by how much they
+        (a logistic fit on the calib split, `zoomin train`), both count by how much they
         proved to know; without, the zoom's evidence decides alone."""
         w = self.model.meta.get("fusion")
         if not w:
             return zoom_score
-        z = w[0] * _logit(scan_score) + w[1] * _logit(zoom_score) + w[2]
+        z = w[0] * logit(scan_score) + w[1] * logit(zoom_score) + w[2]
         return float(1.0 / (1.0 + np.exp(-z)))
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list[Verdict]:

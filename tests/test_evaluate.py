@@ -1,0 +1,96 @@
+"""`zoomin evaluate` on a small hand-made results file gives the metrics computed by hand."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from zoomin_core.evaluate import Item, ece, metrics, roc_auc
+from zoomin_core.records import Box, ResultRow
+from zoomin_core.schema import rows_to_table
+
+import numpy as np
+
+
+def _row(uri, status="ok", score=None, verdict=None, initial=None, boxes=()):
+    return ResultRow(image_id=uri, uri=uri, status=status, error=None if status == "ok" else "bad",
+                     width=100, height=100, verdict=verdict, score=score, initial_verdict=initial,
+                     initial_score=None, boxes=tuple(Box(*b, 0.5) for b in boxes))
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    """Five images. By hand, over the four scored ones (labels 1, 1, 0, 0; verdicts G, G, R, G;
+    first verdicts R, G, R, G; scores 0.9, 0.65, 0.2, 0.75):
+      accuracy 3/4, first accuracy 2/4, precision 2/3, recall 1, F1 0.8,
+      ROC-AUC 3/4 (0.65 < 0.75 is the one misordered pair), flip rate 1/4,
+      ECE = (0.1 + 0.35 + 0.2 + 0.75) / 4 = 0.35 (each score alone in its bin),
+      boxes of the regional fake: IoUs 1.0 and 0.0 -> mean 0.5; its one region found -> recall 1.
+    """
+    img = tmp_path / "imgs"
+    rows = [
+        _row(str(img / "a.jpg"), score=0.9, verdict="generated", initial="real",
+             boxes=[(0, 0, 10, 10), (50, 50, 60, 60)]),
+        _row(str(img / "b.jpg"), score=0.65, verdict="generated", initial="generated", boxes=[(0, 0, 100, 100)]),
+        _row(str(img / "c.jpg"), score=0.2, verdict="real", initial="real"),
+        _row(str(img / "d.jpg"), score=0.75, verdict="generated", initial="generated"),
+        _row(str(img / "e.jpg"), status="decode_error"),
+    ]
+    res = tmp_path / "results"
+    res.mkdir()
+    pq.write_table(rows_to_table(rows), res / "part-0.parquet")
+    labels = [
+        {"file": "imgs/a.jpg", "label": "generated", "kind": "regional", "source": "fam1", "boxes": [[0, 0, 10, 10]]},
+        {"file": "imgs/b.jpg", "label": "generated", "kind": "whole", "source": "fam2", "boxes": [[0, 0, 100, 100]]},
+        {"file": "imgs/c.jpg", "label": "real", "kind": "real", "source": "real"},
+        {"file": "imgs/d.jpg", "label": "real", "kind": "real", "source": "real"},
+        {"file": "imgs/e.jpg", "label": "real", "kind": "real", "source": "real"},
+        {"file": "imgs/missing.jpg", "label": "real"},
+    ]
+    lab = tmp_path / "labels.jsonl"
+    lab.write_text("".join(json.dumps(r) + "\n" for r in labels))
+    return res, lab
+
+
+def test_evaluate_cli_matches_hand_computed(labelled, tmp_path, capsys):
+    res, lab = labelled
+    out = tmp_path / "rep.json"
+    assert main(["evaluate", str(res), "--labels", str(lab), "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    m = rep["overall"]
+    assert m["images"] == 5 and m["errors"] == 1
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["first_accuracy"] == pytest.approx(0.5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(1.0)
+    assert m["f1"] == pytest.approx(0.8)
+    assert m["roc_auc"] == pytest.approx(0.75)
+    assert m["ece"] == pytest.approx(0.35)
+    assert m["flip_rate"] == pytest.approx(0.25)
+    assert m["mean_iou"] == pytest.approx(0.5) and m["region_recall"] == pytest.approx(1.0)
+    assert m["regional_images"] == 1
+    assert rep["unmatched_labels"] == 1
+    assert rep["kind"]["real"]["accuracy"] == pytest.approx(0.5)
+    assert rep["source"]["fam1"]["accuracy"] == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "kind=regional" in printed and "1 label(s) had no result row" in printed
+
+
+def test_csv_labels_and_bad_labels(labelled, tmp_path, capsys):
+    res, _ = labelled
+    csv = tmp_path / "l.csv"
+    csv.write_text('file,label,kind,boxes\nimgs/a.jpg,generated,regional,"[[0, 0, 10, 10]]"\nimgs/c.jpg,real,real,\n')
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(res), "--labels", str(csv), "--json", str(out)]) == 0
+    m = json.loads(out.read_text())["overall"]
+    assert m["accuracy"] == 1.0 and m["region_recall"] == 1.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"file": "imgs/a.jpg", "label": "maybe"}\n')
+    assert main(["evaluate", str(res), "--labels", str(bad)]) == 2
+    assert "label must be" in capsys.readouterr().err
+
+
+def test_auc_and_ece_edge_cases():
+    assert roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
+    assert roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5
+    assert ece(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
+    assert metrics([Item(label=1, status="decode_error")]) == {"images": 1, "errors": 1}

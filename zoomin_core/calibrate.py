@@ -1,0 +1,99 @@
+"""Score calibration of the compact detector, fitted on the "calib" split, and a validation
+report on the splits never used for fitting ("test": in distribution; "holdout": photos never
+seen). Both scores become probabilities thresholded at 0.5:
+
+  first look:  P(generated) = sigmoid(a * max cell logit of the scan map + b)
+  final:       P(generated) = sigmoid(u * logit(first look) + v * logit(best crop) + c)
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backends.compact import CompactBackend
+from .compact_model import CompactModel, logit
+from .decode import prepare
+from .evaluate import Item, metrics
+from .records import ImageInput, ResultRow, View
+from .stages import ExamineConfig, examine
+from .train import Sample
+
+log = logging.getLogger(__name__)
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray) -> list[float]:
+    """Logistic regression of the label on the feature columns: [w_1, ..., w_k, bias]."""
+    x = torch.tensor(features, dtype=torch.float64).reshape(len(labels), -1)
+    y = torch.tensor(labels, dtype=torch.float64)
+    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        z = x @ w[:-1] + w[-1]
+        # a small L2 penalty keeps the weights finite when the split is separable
+        loss = F.binary_cross_entropy_with_logits(z, y) + 1e-3 * (w[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return [round(float(v), 4) for v in w.detach()]
+
+
+def run_samples(model: CompactModel, samples: list[Sample], stages: str = "scan,zoom",
+                batch: int = 16) -> list[ResultRow]:
+    """The samples through the same chain the job runs (in this process)."""
+    backend = CompactBackend(model=model)
+    rows: list[ResultRow] = []
+    for i in range(0, len(samples), batch):
+        chunk = [prepare(ImageInput(s.file, s.data)) for s in samples[i:i + batch]]
+        rows.extend(examine(backend, chunk, ExamineConfig(stages=stages)))
+    return rows
+
+
+def items(samples: list[Sample], rows: list[ResultRow]) -> list[Item]:
+    return [Item(s.label, r.status, r.score, r.verdict, r.initial_verdict,
+                 tuple((b.x1, b.y1, b.x2, b.y2) for b in r.boxes), tuple(map(tuple, s.boxes)),
+                 s.kind, s.source, s.width, s.height) for s, r in zip(samples, rows)]
+
+
+def calibrate(model: CompactModel, samples: list[Sample]) -> None:
+    calib = [s for s in samples if s.split == "calib"]
+    if not calib:
+        log.warning("no 'calib' split: calibrating on the training split (scores will be over-confident)")
+        calib = [s for s in samples if s.split == "train"]
+    labels = np.array([s.label for s in calib])
+    for key in ("scan_calibration", "fusion"):
+        model.meta.pop(key, None)
+    model.meta["threshold"] = 0.5
+    backend = CompactBackend(model=model)
+    max_logit = np.array([m.max() for m in backend.scan_logits([View(s.view, 1.0, 1.0) for s in calib])])
+    model.meta["scan_calibration"] = fit_logistic(max_logit[:, None], labels)
+    rows = run_samples(model, calib)
+    first = np.array([r.initial_score for r in rows])
+    crop = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
+    model.meta["fusion"] = fit_logistic(np.stack([logit(first), logit(crop)], axis=1), labels)
+    model.meta["calib_images"] = len(calib)
+
+
+def validate(model: CompactModel, samples: list[Sample]) -> dict:
+    """Metrics per evaluation split and kind, for the record in the weights and the console."""
+    report: dict = {}
+    for split in ("test", "holdout"):
+        chosen = [s for s in samples if s.split == split]
+        if not chosen:
+            continue
+        its = items(chosen, run_samples(model, chosen))
+        keep = ("accuracy", "first_accuracy", "roc_auc", "ece", "region_recall", "mean_iou")
+        report[split] = {k: _round(v) for k, v in metrics(its).items() if k in keep}
+        for kind in sorted({s.kind for s in chosen}):
+            m = metrics([it for it in its if it.kind == kind])
+            report[split][f"accuracy_{kind}"] = _round(m.get("accuracy"))
+            report[split][f"first_accuracy_{kind}"] = _round(m.get("first_accuracy"))
+    return report
+
+
+def _round(v):
+    return round(v, 4) if isinstance(v, float) else v

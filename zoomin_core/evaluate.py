@@ -1,0 +1,120 @@
+"""Metrics of a labelled scan: verdicts, scores, calibration, boxes, flips. Pure functions.
+
+Definitions (the ones `zoomin evaluate` prints):
+- accuracy: share of scored images whose final verdict equals the label; `first_accuracy`
+  the same for the scan's first verdict (in a `--stages scan` run the two are equal).
+- precision / recall / F1 of the class `generated`.
+- ROC-AUC of the final score (probability of generated), ties counted half.
+- ECE: expected calibration error of the score in 10 equal-width bins:
+  sum over bins of (bin share) * |mean score - share of generated|.
+- mean_iou: over every predicted box of a regional fake, its best IoU with a reference box
+  (as the paper's reward); region_recall: share of reference boxes matched by some predicted
+  box at IoU >= 0.5. Box metrics use regional fakes only (reference boxes that are not the
+  whole image).
+- flip_rate: share of scored images whose final verdict differs from the first.
+Images with an error status are counted (`errors`) but not scored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .geometry import iou
+from .records import GENERATED, Box
+
+
+@dataclass(frozen=True)
+class Item:
+    label: int                               # 1 generated, 0 real
+    status: str = "ok"
+    score: Optional[float] = None
+    verdict: Optional[str] = None
+    initial_verdict: Optional[str] = None
+    boxes: tuple = ()                        # predicted (x1, y1, x2, y2), original pixels
+    ref_boxes: tuple = ()                    # reference boxes, original pixels
+    kind: str = ""
+    source: str = ""
+    width: int = 0
+    height: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def regional(self) -> bool:
+        if not self.label or not self.ref_boxes or self.kind == "whole":
+            return False
+        if self.kind == "regional":
+            return True
+        area = self.width * self.height
+        return not area or sum((b[2] - b[0]) * (b[3] - b[1]) for b in self.ref_boxes) < 0.9 * area
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> Optional[float]:
+    """Mann-Whitney: mean rank of the positives (ties share their average rank); O(n log n)."""
+    from scipy.stats import rankdata
+    n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def ece(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> Optional[float]:
+    if not len(scores):
+        return None
+    idx = np.minimum((scores * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(scores[m].mean() - labels[m].mean())
+    return float(total)
+
+
+def box_metrics(items: Iterable[Item]) -> dict:
+    ious, matched, refs = [], 0, 0
+    for it in items:
+        if not it.regional:
+            continue
+        ref = [Box(*b[:4]) for b in it.ref_boxes]
+        pred = [Box(*b[:4]) for b in it.boxes]
+        ious.extend(max((iou(p, r) for r in ref), default=0.0) for p in pred)
+        refs += len(ref)
+        matched += sum(1 for r in ref if any(iou(p, r) >= 0.5 for p in pred))
+    return {"regional_images": sum(1 for it in items if it.regional),
+            "mean_iou": float(np.mean(ious)) if ious else None,
+            "region_recall": matched / refs if refs else None}
+
+
+def metrics(items: list[Item]) -> dict:
+    ok = [it for it in items if it.status == "ok" and it.score is not None]
+    out: dict = {"images": len(items), "errors": len(items) - len(ok)}
+    if not ok:
+        return out
+    y = np.array([it.label for it in ok])
+    s = np.array([it.score for it in ok], dtype=np.float64)
+    pred = np.array([it.verdict == GENERATED for it in ok])
+    first = np.array([it.initial_verdict == GENERATED for it in ok])
+    tp, fp, fn = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+    out.update({
+        "accuracy": float((pred == (y == 1)).mean()),
+        "first_accuracy": float((first == (y == 1)).mean()),
+        "precision": precision, "recall": recall, "f1": f1,
+        "roc_auc": roc_auc(y, s), "ece": ece(y, s),
+        "flip_rate": float((pred != first).mean()),
+    })
+    out.update(box_metrics(ok))
+    return out
+
+
+def report(items: list[Item], groups: tuple[str, ...] = ("kind", "source")) -> dict:
+    """Overall metrics, and per value of each grouping attribute."""
+    rep: dict = {"overall": metrics(items)}
+    for g in groups:
+        values = sorted({getattr(it, g) for it in items if getattr(it, g)})
+        rep[g] = {v: metrics([it for it in items if getattr(it, g) == v]) for v in values}
+    return rep
