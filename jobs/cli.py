@@ -19,6 +19,8 @@ from pathlib import Path
 from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
 from zoomin_core.generators import FAMILIES
+from zoomin_core.synth import SynthConfig
+from zoomin_core.train import TrainConfig
 from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
 
 
@@ -104,20 +106,22 @@ def cmd_report(a) -> int:
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="make a labelled set of real and generated images, offline")
     p.add_argument("--out", required=True, help="folder for images/ and labels.jsonl")
-    p.add_argument("--count", type=int, default=1200,
-                   help="number of images (default 1200: 40%% real, 20%% wholly and 40%% regionally generated)")
+    p.add_argument("--count", type=int, default=SynthConfig.count,
+                   help=f"number of images (default {SynthConfig.count}: 40%% real, 20%% wholly and 40%% "
+                        "regionally generated)")
     p.add_argument("--families", default=",".join(FAMILIES),
                    help=f"generator families, comma-separated (default: all of {', '.join(FAMILIES)})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--real-dir", default=None,
                    help="folder of your own real photos (default: photos shipped in scikit-image/scikit-learn)")
-    p.add_argument("--jpeg-quality", type=int, default=92, help="the final encoding of every image (default 92)")
-    p.add_argument("--generator-steps", type=int, default=400,
-                   help="training steps of each generator family (default 400, 7-30 s each)")
+    p.add_argument("--jpeg-quality", type=int, default=SynthConfig.jpeg_quality,
+                   help=f"the final encoding of every image (default {SynthConfig.jpeg_quality})")
+    p.add_argument("--generator-steps", type=int, default=SynthConfig.generator_steps,
+                   help=f"training steps of each generator family (default {SynthConfig.generator_steps}, 7-30 s each)")
 
 
 def cmd_synth(a) -> int:
-    from zoomin_core.synth import SynthConfig, folder_photos, synthesize
+    from zoomin_core.synth import folder_photos, synthesize
     photos = folder_photos(a.real_dir) if a.real_dir else None
     families = tuple(f.strip() for f in a.families.split(",") if f.strip())
     unknown = [f for f in families if f not in FAMILIES]
@@ -142,8 +146,10 @@ def _add_train(sub) -> None:
     p.add_argument("--version", default="custom", help="version string recorded in the weights and every output row")
     p.add_argument("--exclude-source", action="append", default=[],
                    help="leave this generator family (a label's 'source') out of training and calibration; repeatable")
-    p.add_argument("--scan-steps", type=int, default=1000, help="training steps of the scan network (default 1000)")
-    p.add_argument("--zoom-steps", type=int, default=1500, help="training steps of the zoom network (default 1500)")
+    p.add_argument("--scan-steps", type=int, default=TrainConfig.scan_steps,
+                   help=f"training steps of the scan network (default {TrainConfig.scan_steps})")
+    p.add_argument("--zoom-steps", type=int, default=TrainConfig.zoom_steps,
+                   help=f"training steps of the zoom network (default {TrainConfig.zoom_steps})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -151,7 +157,7 @@ def cmd_train(a) -> int:
     import json
 
     from zoomin_core.calibrate import calibrate, validate
-    from zoomin_core.train import TrainConfig, load_labelled, train
+    from zoomin_core.train import load_labelled, train
     if not (a.labels or a.real or a.generated):
         print("zoomin train: error: give LABELS and/or --real/--generated folders", file=sys.stderr)
         return 2
