@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
-from .decode import DecodeConfig, decode_full, prepare
+from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .rationale import measure
 from .records import ImageInput, View
 
@@ -98,7 +98,11 @@ def load_labelled(labels: Optional[str] = None, real_dir: Optional[str] = None,
         if p.view is None:
             log.warning("train: skipping %s (%s)", r["path"], p.error)
             continue
-        full = decode_full(data, decode) if split == "train" else None
+        try:
+            full = decode_full(data, decode) if split == "train" else None
+        except DecodeError as e:  # the view decoded, the full image did not (e.g. truncated)
+            log.warning("train: skipping %s (%s)", r["path"], e.message)
+            continue
         samples.append(Sample(str(r["path"]), int(r["label"] == "generated"), r.get("kind", ""),
                               r.get("source", ""), split, r.get("boxes") or [], data, p.view.pixels,
                               p.width, p.height, full))
