@@ -85,6 +85,9 @@ def cmd_scan(a) -> int:
     except (SourceError, OutputError, PlanError, ValueError) as e:
         print(f"zoomin scan: error: {e}", file=sys.stderr)
         return 2
+    except ConnectionError as e:  # --address given, no cluster answering there
+        print(f"zoomin scan: error: cannot join the Ray cluster at {a.address!r}: {e}", file=sys.stderr)
+        return 2
     print(summary.text())
     return 0 if summary.complete else 1
 
