@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.evaluate import format_report, run_evaluate
-from zoomin_core.calibrate import calibrate, run_samples, validate
+from zoomin_core.calibrate import calibrate, run_samples
 from zoomin_core.compact_model import CompactModel
 from zoomin_core.evaluate import roc_auc
 from zoomin_core.generators import FAMILIES
@@ -52,7 +52,7 @@ def best_auc(y: np.ndarray, s: np.ndarray) -> float:
 def evaluate_model(model, samples, out: Path, labels_path: Path) -> dict:
     """Scan+zoom and scan-only runs of `samples`; reports from `zoomin evaluate`."""
     out.mkdir(parents=True, exist_ok=True)
-    labels = {json.loads(line)["file"]: json.loads(line) for line in labels_path.read_text().splitlines()}
+    labels = {r["file"]: r for r in map(json.loads, labels_path.read_text().splitlines())}
     root = labels_path.parent
     with open(out / "labels.jsonl", "w") as f:
         for s in samples:
@@ -108,14 +108,14 @@ def main() -> None:
             model = train(fit_set, cfg, {"version": f"without-{held}"})
             calibrate(model, fit_set)
         if held == "none":
-            test = [s for s in evaluation]
-            model.meta["validation"] = validate(model, everything)
+            test = evaluation
+            shipped = model
             model.save(out / "all-families.safetensors")
         else:
             test = [s for s in evaluation if s.label == 0 or s.source == held]
         res = evaluate_model(model, test, out / f"without-{held}", labels_path)
         summary[held] = res
-        m, ms = res["scan,zoom"]["overall"], res["scan"]["overall"]
+        m = res["scan,zoom"]["overall"]
         reg, regs = res["scan,zoom"]["kind"].get("regional", {}), res["scan"]["kind"].get("regional", {})
         print(f"held out {held:10s}: AUC {m.get('roc_auc', 0):.3f}  acc {m['accuracy']:.3f}  ECE {m['ece']:.3f}  "
               f"regional acc {reg.get('accuracy', 0):.3f} (scan only {regs.get('accuracy', 0):.3f})  "
@@ -136,7 +136,7 @@ def main() -> None:
 
     # In distribution: the all-families model on the test split alone (ECE target).
     test_items = [s for s in evaluation if s.split == "test"]
-    ind = evaluate_model(train_free_model(out), test_items, out / "in-distribution", labels_path)
+    ind = evaluate_model(shipped, test_items, out / "in-distribution", labels_path)
     m = ind["scan,zoom"]["overall"]
     print(f"in-distribution test split (all families): AUC {m['roc_auc']:.3f}  accuracy {m['accuracy']:.3f}  "
           f"ECE {m['ece']:.3f}  region recall {m.get('region_recall') or 0:.3f}", flush=True)
@@ -155,10 +155,6 @@ def main() -> None:
     for res in summary.values():
         res.pop("scores", None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-
-
-def train_free_model(out: Path):
-    return CompactModel.load(out / "all-families.safetensors")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from zoomin_core.decode import DecodeConfig, prepare
+from zoomin_core.decode import prepare
 from zoomin_core.records import Prepared, View
 from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, examine

@@ -32,6 +32,7 @@ class RayConfig:
 
 def _init_ray(rc: RayConfig):
     import ray
+    import ray.data  # noqa: F401 - run_scan uses ray.data through the returned module
     if ray.is_initialized():
         return ray
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
@@ -50,7 +51,6 @@ def run_scan(src: str, out: str, cfg: JobConfig, rc: RayConfig = RayConfig(),
         raise SourceError(f"{src}: no files found")
     out_path = prepare_output(out, overwrite)
     ray = _init_ray(rc)
-    import ray.data
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = rc.progress
     plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,

@@ -14,7 +14,7 @@ from typing import Callable, Sequence, TypeVar
 from . import geometry
 from .backends import Backend
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
-from .records import (STATUS_MODEL_ERROR, STATUS_OK, Box, Crop, ImageInput, Prepared, ResultRow,
+from .records import (STATUS_MODEL_ERROR, STATUS_OK, Box, ImageInput, Prepared, ResultRow,
                       ScanResult, Verdict)
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .rationale import measure
-from .records import ImageInput, View
+from .records import ImageInput
 
 log = logging.getLogger(__name__)
 
