@@ -1,6 +1,7 @@
 """The `zoomin` command.
 
   zoomin scan [SRC] --out DST            scan images (default SRC: the bundled samples)
+  zoomin scan s3://bucket/prefix/ --out s3://bucket/results/   read and write object storage
   zoomin report RESULTS --out page.html  a page with thumbnails, boxes, verdicts, rationales
   zoomin synth --out DIR                 make a labelled set offline (real + generated images)
   zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
@@ -24,18 +24,54 @@ from zoomin_core.train import TrainConfig
 from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
 
 
+def _add_storage(p) -> None:
+    g = p.add_argument_group("object storage", "Credentials come from the standard chain (AWS_* variables, "
+                             "~/.aws config files, instance roles); these override it.")
+    g.add_argument("--storage-config", default=None, metavar="FILE",
+                   help="JSON file with any of: endpoint_url, region, profile, anon, key, secret, token, "
+                        "retries, backoff_s (flags below win over it)")
+    g.add_argument("--endpoint-url", default=None,
+                   help="S3-compatible endpoint (MinIO, Ceph, a private endpoint), e.g. http://minio:9000")
+    g.add_argument("--region", default=None, help="S3 region (default: from the AWS chain)")
+    g.add_argument("--profile", default=None, help="profile of ~/.aws/config to use")
+    g.add_argument("--anon", action="store_true", default=None, help="unsigned requests (public buckets)")
+    g.add_argument("--retries", type=int, default=None,
+                   help="attempts per request and per object on throttling, 5xx and dropped connections (default 8)")
+
+
+def _storage(a):
+    from .storage import StorageConfig
+    over = dict(endpoint_url=a.endpoint_url, region=a.region, profile=a.profile, anon=a.anon, retries=a.retries)
+    if a.storage_config:
+        return StorageConfig.from_file(a.storage_config, **over)
+    return StorageConfig(**{k: v for k, v in over.items() if v is not None})
+
+
 def _add_scan(sub) -> None:
     p = sub.add_parser("scan", help="scan images for AI generation: boxes, verdicts, rationales",
                        description="Scan every file under SRC (recursively; hidden files skipped) and write one "
-                                   "Parquet row per file to --out.")
+                                   "Parquet row per image to --out. SRC and --out may be local or any fsspec URL "
+                                   "(s3://, gs:// with gcsfs installed).")
     p.add_argument("src", nargs="?", default=None,
-                   help="folder (recursive), glob pattern (quote it) or single file; default: the bundled samples")
-    p.add_argument("--out", required=True, help="output folder for the Parquet results (must be new or empty)")
+                   help="folder or prefix (recursive), glob pattern (quote it) or one object; "
+                        "default: the bundled samples")
+    p.add_argument("--out", required=True,
+                   help="output folder or prefix for the Parquet results (must be new or empty)")
+    p.add_argument("--manifest", default=None, metavar="FILE",
+                   help="scan the objects listed in FILE instead of SRC: text (one URI per line), CSV/TSV or "
+                        "Parquet with a 'uri' column; other columns are carried into the output's 'extra'")
+    p.add_argument("--input-format", default="auto", choices=("auto", "files", "tar", "parquet"),
+                   help="auto (default): .tar/.tar.gz/.tgz are WebDataset-style shards, .parquet are Parquet "
+                        "shards, everything else one image per object; or force one reading for all")
+    p.add_argument("--image-column", default="image",
+                   help="column of Parquet shards that holds the image bytes (default 'image'; a "
+                        "{'bytes': ...} struct as written by Hugging Face datasets also works)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
     p.add_argument("--backend", default="compact", choices=available(),
                    help="model backend (default: compact, the bundled CPU detector; fake: deterministic test double)")
     p.add_argument("--model", default=None,
-                   help="weights / checkpoint path for the backend (default: the backend's bundled weights)")
+                   help="weights / checkpoint: local path or s3://... (fetched once per node into "
+                        "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights")
     p.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="{scan,zoom|scan}",
                    help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
     p.add_argument("--max-boxes", type=int, default=4, help="most regions zoomed into per image (default 4)")
@@ -60,29 +96,40 @@ def _add_scan(sub) -> None:
                    help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
     p.add_argument("--batch-size", type=int, default=None, help="images per model call (default 8 on CPU, 16 on GPU)")
     p.add_argument("--rows-per-file", type=int, default=None,
-                   help="at least this many rows per output Parquet file (default: one file per block)")
+                   help="rows per output Parquet file: files hold at most this many, and write tasks gather "
+                        "this many before writing (default: one file per block)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_storage(p)
 
 
 def cmd_scan(a) -> int:
+    from .models import ModelError
     from .pipeline import JobConfig
     from .plan import PlanError
     from .scan import RayConfig, run_scan
     from .sinks import OutputError
-    from .sources import SAMPLES_DIR, SourceError
+    from .sources import SAMPLES_DIR, SourceConfig, SourceError
+    from .storage import StorageError
 
+    if a.src and a.manifest:
+        print("zoomin scan: error: give SRC or --manifest, not both", file=sys.stderr)
+        return 2
+    if a.rows_per_file is not None and a.rows_per_file < 1:
+        print("zoomin scan: error: --rows-per-file must be at least 1", file=sys.stderr)
+        return 2
     try:
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
                                 max_boxes=a.max_boxes,
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
-        cfg = JobConfig(backend=a.backend, model=a.model, examine=examine, max_bytes=a.max_bytes,
+        source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
+                              max_bytes=a.max_bytes, storage=_storage(a))
+        cfg = JobConfig(backend=a.backend, model=a.model, examine=examine, source=source,
                         backend_options={"max_boxes": a.max_boxes} if a.backend == "compact" else {})
-        if a.model and not Path(a.model).exists():
-            raise SourceError(f"--model {a.model}: no such file or folder")
         rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress)
-        summary = run_scan(a.src or str(SAMPLES_DIR), a.out, cfg, rc, a.overwrite, a.rows_per_file)
-    except (SourceError, OutputError, PlanError, ValueError) as e:
+        src = None if a.manifest else (a.src or str(SAMPLES_DIR))
+        summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest)
+    except (SourceError, OutputError, PlanError, ModelError, StorageError, ValueError) as e:
         print(f"zoomin scan: error: {e}", file=sys.stderr)
         return 2
     except ConnectionError as e:  # --address given, no cluster answering there
@@ -97,11 +144,12 @@ def _add_report(sub) -> None:
     p.add_argument("results", help="folder written by `zoomin scan --out`")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--limit", type=int, default=500, help="most images shown, most suspicious first (default 500)")
+    _add_storage(p)
 
 
 def cmd_report(a) -> int:
     from .report import write_report
-    n = write_report(a.results, a.out, limit=a.limit)
+    n = write_report(a.results, a.out, limit=a.limit, storage=_storage(a))
     print(f"zoomin report: {n} image(s) -> {a.out}")
     return 0
 
@@ -187,12 +235,13 @@ def _add_evaluate(sub) -> None:
                         "(real/generated), optional 'kind', 'source', 'split', 'boxes' ([[x1,y1,x2,y2], ...])")
     p.add_argument("--split", default=None, help="evaluate only labels of this split (e.g. test)")
     p.add_argument("--json", default=None, help="also write the full report to this JSON file")
+    _add_storage(p)
 
 
 def cmd_evaluate(a) -> int:
     from .evaluate import EvaluateError, run_evaluate
     try:
-        text = run_evaluate(a.results, a.labels, split=a.split, json_out=a.json)
+        text = run_evaluate(a.results, a.labels, split=a.split, json_out=a.json, storage=_storage(a))
     except EvaluateError as e:
         print(f"zoomin evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from typing import Optional
 from zoomin_core.evaluate import Item, report
 
 from .sinks import read_results
+from .storage import StorageConfig, is_remote
 
 
 class EvaluateError(Exception):
@@ -87,10 +88,11 @@ def format_report(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def run_evaluate(results: str, labels: str, split: Optional[str] = None, json_out: Optional[str] = None) -> str:
-    if not Path(results).is_dir():
+def run_evaluate(results: str, labels: str, split: Optional[str] = None, json_out: Optional[str] = None,
+                 storage: StorageConfig = StorageConfig()) -> str:
+    if not is_remote(results) and not Path(results).is_dir():
         raise EvaluateError(f"{results}: no such results folder")
-    rows = read_results(results).to_pylist()
+    rows = read_results(results, storage=storage).to_pylist()
     labs = read_labels(labels)
     if split:
         labs = [r for r in labs if r.get("split") == split]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -18,18 +18,18 @@ from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, examine
 
 from .plan import Plan
-from .sources import SourceItem, read_input
+from .sources import KIND_FILE, SourceConfig, iter_inputs
 
 log = logging.getLogger(__name__)
 
 # Prepared images between the decode tasks and the model actors. The view travels as raw RGB
-# bytes (small: at most 512 px a side); the original bytes travel so that the zoom stage can cut
-# full-resolution crops without reading the object again.
+# bytes (small: at most --view-size a side); the original bytes travel so that the zoom stage can
+# cut full-resolution crops without reading the object again.
 PREPARED_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("uri", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("view", pa.binary()), ("view_h", pa.int32()),
     ("view_w", pa.int32()), ("scale_x", pa.float64()), ("scale_y", pa.float64()),
-    ("data", pa.large_binary()), ("decode_s", pa.float64()),
+    ("data", pa.large_binary()), ("decode_s", pa.float64()), ("extra", pa.string()),
 ])
 
 
@@ -38,18 +38,19 @@ PREPARED_SCHEMA = pa.schema([
 # requests are equal, which would run decoding inside the model actors, one after the other
 # with the model (and, on GPU nodes, while holding the GPU).
 DECODE_TASK_MEMORY = 256 * 1024 * 1024
+MAX_PLAN_BLOCKS = 2000
 
 
 @dataclass(frozen=True)
 class JobConfig:
     backend: str = "compact"
-    model: Optional[str] = None               # weights path; None = the backend's default
+    model: Optional[str] = None               # weights path or URI; None = the backend's default
     examine: ExamineConfig = field(default_factory=ExamineConfig)
-    max_bytes: int = 512 * 1024 * 1024        # files larger than this are not read (too_large)
+    source: SourceConfig = field(default_factory=SourceConfig)   # formats, read limit, storage
     backend_options: dict = field(default_factory=dict)
 
 
-def _prepared_to_arrow(ps: list[Prepared]) -> pa.Table:
+def _prepared_to_arrow(ps: list[Prepared], extras: list[Optional[str]]) -> pa.Table:
     cols = {
         "image_id": [p.image_id for p in ps], "uri": [p.uri for p in ps],
         "status": [p.status for p in ps], "error": [p.error for p in ps],
@@ -59,7 +60,7 @@ def _prepared_to_arrow(ps: list[Prepared]) -> pa.Table:
         "view_w": [p.view.pixels.shape[1] if p.view is not None else 0 for p in ps],
         "scale_x": [p.view.scale_x if p.view is not None else 1.0 for p in ps],
         "scale_y": [p.view.scale_y if p.view is not None else 1.0 for p in ps],
-        "data": [p.data for p in ps], "decode_s": [p.decode_s for p in ps],
+        "data": [p.data for p in ps], "decode_s": [p.decode_s for p in ps], "extra": extras,
     }
     return pa.Table.from_pydict(cols, schema=PREPARED_SCHEMA)
 
@@ -76,10 +77,19 @@ def _arrow_to_prepared(t: pa.Table) -> list[Prepared]:
     return out
 
 
-def read_and_prepare(batch: pa.Table, cfg: JobConfig) -> pa.Table:
-    """CPU task: (uri, size) rows -> prepared rows. Per-image failures become statuses."""
-    return _prepared_to_arrow([prepare(read_input(uri, cfg.max_bytes), cfg.examine.decode)
-                               for uri in batch.column("uri").to_pylist()])
+def read_and_prepare(batch: pa.Table, cfg: JobConfig, chunk: int = 16) -> Iterator[pa.Table]:
+    """CPU task: plan rows (objects or shards) -> prepared rows, `chunk` images per output block.
+    Per-image failures become statuses; a shard yields one row per image member."""
+    ps, extras = [], []
+    for unit in batch.to_pylist():
+        for item, extra in iter_inputs(unit, cfg.source):
+            ps.append(prepare(item, cfg.examine.decode))
+            extras.append(extra)
+            if len(ps) >= chunk:
+                yield _prepared_to_arrow(ps, extras)
+                ps, extras = [], []
+    if ps:
+        yield _prepared_to_arrow(ps, extras)
 
 
 class Examiner:
@@ -89,26 +99,34 @@ class Examiner:
         import torch
 
         from zoomin_core.backends import load_backend
+
+        from .models import fetch_model
         torch.set_num_threads(plan.threads)
         options = dict(cfg.backend_options)
         if cfg.backend == "compact":
             options.setdefault("device", plan.device)
-        self.backend = load_backend(cfg.backend, cfg.model, **options)
+        # A checkpoint in object storage is fetched once per node into the local cache.
+        model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
+        self.backend = load_backend(cfg.backend, model, **options)
         self.cfg = cfg
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
-        rows = examine(self.backend, prepared, self.cfg.examine)
-        return rows_to_table(rows)
+        rows = examine(self.backend, prepared, self.cfg.examine)  # one row per input, in order
+        return rows_to_table(rows, batch.column("extra").to_pylist())
 
 
-def build(items: list[SourceItem], cfg: JobConfig, plan: Plan, read_batch: int = 16):
-    """The Ray Data pipeline, unexecuted. `items` carry keys and sizes only."""
+def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
+    """The Ray Data pipeline, unexecuted. `units` (sources.PLAN_SCHEMA) carry keys and sizes only."""
     import ray.data
 
-    n_blocks = max(1, min(len(items), (len(items) + read_batch - 1) // read_batch))
-    ds = ray.data.from_items([{"uri": it.uri, "size": it.size} for it in items],
-                             override_num_blocks=n_blocks)
+    if any(k != KIND_FILE for k in units.column("kind").to_pylist()):
+        read_batch = 1  # a shard holds many images: one shard per task
+    # Blocks are the unit of parallelism of the read tasks; beyond a few thousand, more blocks only
+    # cost scheduling overhead in the driver.
+    n_blocks = max(1, min(MAX_PLAN_BLOCKS, -(-units.num_rows // read_batch)))
+    step = -(-units.num_rows // n_blocks)
+    ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
     ds = ds.map_batches(Examiner, fn_constructor_kwargs={"cfg": cfg, "plan": plan},

@@ -15,6 +15,8 @@ from PIL import Image, ImageDraw
 from zoomin_core.decode import DecodeConfig, DecodeError, decode_full
 
 from .sinks import read_results
+from .sources import open_bytes
+from .storage import StorageConfig
 
 THUMB = 320
 COLOURS = ["#ff3b30", "#ff9500", "#ffcc00", "#34c759", "#5ac8fa"]
@@ -32,11 +34,11 @@ td,th{{border:1px solid #ddd;padding:4px 8px;font-size:13px;text-align:left}}
 <div class="grid">{cards}</div><h2>Errors ({n_err})</h2>{errors}</body></html>"""
 
 
-def _thumbnail(uri: str, boxes: list[dict]) -> str | None:
+def _thumbnail(uri: str, boxes: list[dict], storage: StorageConfig) -> str | None:
     """Data URI of a thumbnail with the boxes drawn (boxes are original pixels)."""
     try:
-        pixels = decode_full(Path(uri).read_bytes(), DecodeConfig())
-    except (OSError, DecodeError):
+        pixels = decode_full(open_bytes(uri, storage), DecodeConfig())
+    except (OSError, ValueError, DecodeError):
         return None
     im = Image.fromarray(pixels)
     s = min(1.0, THUMB / max(im.size))
@@ -51,13 +53,13 @@ def _thumbnail(uri: str, boxes: list[dict]) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def write_report(results: str, out: str, limit: int = 500) -> int:
-    rows = read_results(results).to_pylist()
+def write_report(results: str, out: str, limit: int = 500, storage: StorageConfig = StorageConfig()) -> int:
+    rows = read_results(results, storage=storage).to_pylist()
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["score"] or 0))
     bad = [r for r in rows if r["status"] != "ok"]
     cards = []
     for r in ok[:limit]:
-        src = _thumbnail(r["uri"], r["boxes"] or [])
+        src = _thumbnail(r["uri"], r["boxes"] or [], storage)
         img = f'<img src="{src}">' if src else "<p><i>image not readable from here</i></p>"
         first = f"first look: {r['initial_verdict']} ({r['initial_score']:.2f})" if r["initial_verdict"] else ""
         cls = "gen" if r["verdict"] == "generated" else "real"

@@ -1,53 +1,151 @@
-"""Sinks: the output folder, the Parquet results, and the run record written beside them."""
+"""Sinks: the output location (local folder or object-store prefix), the Parquet results, and the
+run record written beside them.
+
+A reader of the output never sees a half-written file: locally each file is written under
+`_tmp/` and renamed into place; on object stores a PUT (or a multipart upload) only becomes
+visible when complete. File names are fixed by the write task's index, so a write task that Ray
+retries overwrites its own files instead of adding duplicates.
+"""
 from __future__ import annotations
 
 import json
-import shutil
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from typing import Iterable, Optional
 
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from zoomin_core.schema import RESULT_SCHEMA
 
+from .storage import StorageConfig, _is_local, filesystem, full_uri
+
 RUN_RECORD = "_run.json"   # leading underscore: Parquet readers skip it
+TMP_DIR = "_tmp"
 
 
 class OutputError(Exception):
     pass
 
 
-def prepare_output(out: str, overwrite: bool) -> Path:
+@dataclass(frozen=True)
+class Output:
+    uri: str                  # as the user gave it (normalised: no trailing slash)
+    path: str                 # inside the filesystem
+    storage: StorageConfig = field(default_factory=StorageConfig, repr=False)
+
+    @property
+    def fs(self):
+        return filesystem(self.uri, self.storage)[0]
+
+    def join(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+
+def open_output(out: str, storage: StorageConfig = StorageConfig()) -> Output:
+    fs, path = filesystem(out.rstrip("/"), storage)
+    return Output(full_uri(fs, path), path, storage)
+
+
+def prepare_output(out: str, overwrite: bool, storage: StorageConfig = StorageConfig()) -> Output:
     """Refuse to mix a new run into an old one's files (that would duplicate rows)."""
-    if "://" in out and not out.startswith("file://"):
-        raise OutputError(f"{out}: only local output folders are supported by this version")
-    path = Path(out.removeprefix("file://"))
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{out} exists and is not a folder")
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise OutputError(f"{out} is not empty; choose a new --out or pass --overwrite to replace it")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    o = open_output(out, storage)
+    fs = o.fs
+    try:
+        if fs.exists(o.path) and fs.isfile(o.path):
+            raise OutputError(f"{out} exists and is not a folder")
+        existing = fs.find(o.path, withdirs=False) if fs.exists(o.path) else []
+        if existing:
+            if not overwrite:
+                raise OutputError(f"{out} is not empty ({len(existing)} file(s)); choose a new --out "
+                                  "or pass --overwrite to replace it")
+            fs.rm(o.path, recursive=True)
+        if _is_local(fs):
+            fs.makedirs(o.path, exist_ok=True)
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"{out}: cannot use it as output: {e}") from None
+    return o
 
 
-def read_results(path: str | Path, columns: list[str] | None = None):
-    """All result rows under `path` as one Arrow table with the declared schema."""
-    files = sorted(str(p) for p in Path(path).rglob("*.parquet"))
+def _write_table(fs, path: str, table: pa.Table, local: bool, tmp_dir: str) -> None:
+    if local:
+        tmp = f"{tmp_dir}/{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}"
+        fs.makedirs(tmp_dir, exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            pq.write_table(table, f)
+        fs.mv(tmp, path)  # rename: atomic on one filesystem
+    else:
+        with fs.open(path, "wb") as f:  # visible only once the upload completes
+            pq.write_table(table, f)
+
+
+def _datasink_base():
+    from ray.data import Datasink
+    return Datasink
+
+
+def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
+    """A Ray Data Datasink writing result blocks as Parquet files of at most `rows_per_file` rows."""
+
+    class ParquetResults(_datasink_base()):
+        def get_name(self) -> str:
+            return "WriteResults"
+
+        @property
+        def min_rows_per_write(self) -> Optional[int]:
+            return rows_per_file
+
+        def write(self, blocks: Iterable, ctx) -> int:
+            tables = [b if isinstance(b, pa.Table) else pa.Table.from_pandas(b) for b in blocks]
+            tables = [t.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for t in tables if t.num_rows]
+            if not tables:
+                return 0
+            table = pa.concat_tables(tables)
+            step = rows_per_file or table.num_rows
+            fs, local = out.fs, _is_local(out.fs)
+            for i, start in enumerate(range(0, table.num_rows, step)):
+                name = f"part-{run_id}-{ctx.task_idx:06d}-{i:04d}.parquet"
+                _write_table(fs, out.join(name), table.slice(start, step), local, out.join(TMP_DIR))
+            return table.num_rows
+
+        def on_write_complete(self, write_result) -> None:
+            fs = out.fs
+            if _is_local(fs) and fs.exists(out.join(TMP_DIR)):
+                fs.rm(out.join(TMP_DIR), recursive=True)
+
+    return ParquetResults()
+
+
+def result_files(out: Output) -> list[str]:
+    fs = out.fs
+    if not fs.exists(out.path):
+        return []
+    return sorted(p for p in fs.find(out.path, withdirs=False)
+                  if p.endswith(".parquet") and f"/{TMP_DIR}/" not in p)
+
+
+def read_results(path: str, columns: list[str] | None = None, storage: StorageConfig = StorageConfig()):
+    """All result rows under `path` (folder or prefix) as one Arrow table with the declared schema."""
+    out = open_output(str(path), storage)
+    files = result_files(out)
     if not files:
         return RESULT_SCHEMA.empty_table().select(columns) if columns else RESULT_SCHEMA.empty_table()
-    return pads.dataset(files, schema=RESULT_SCHEMA, format="parquet").to_table(columns=columns)
+    return pads.dataset(files, schema=RESULT_SCHEMA, format="parquet",
+                        filesystem=out.fs).to_table(columns=columns)
 
 
 @dataclass
 class Summary:
     src: str
     out: str
-    inputs: int
+    inputs: int                # planned units (objects and shards)
     rows: int = 0
     unique_uris: int = 0
+    files: int = 0
     by_status: dict = field(default_factory=dict)
     by_verdict: dict = field(default_factory=dict)
     flipped: int = 0
@@ -56,6 +154,8 @@ class Summary:
     backend: str = ""
     model: str = ""
     stages: str = ""
+    missing: list = field(default_factory=list)   # planned units without any row (first 20)
+    shards: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -63,38 +163,46 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        """Exactly one row per input: nothing lost, nothing duplicated."""
-        return self.rows == self.inputs == self.unique_uris
+        """Every planned unit has its row(s), and no uri appears twice: nothing lost, nothing duplicated."""
+        return not self.missing and self.rows == self.unique_uris and self.rows >= self.inputs
 
     def text(self) -> str:
         status = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items())) or "-"
         verdict = ", ".join(f"{k} {v}" for k, v in sorted(self.by_verdict.items())) or "-"
+        what = f"{self.inputs} input(s)" + (f", {self.shards} of them shards" if self.shards else "")
         lines = [
-            f"zoomin: {self.rows} row(s) for {self.inputs} input(s) in {self.seconds:.1f}s "
+            f"zoomin: {self.rows} row(s) for {what} in {self.seconds:.1f}s "
             f"({self.images_per_s:.2f} images/s)",
             f"  verdicts: {verdict}",
             f"  status:   {status}",
             f"  first look overturned by zooming in: {self.flipped}",
             f"  model:    {self.model} ({self.stages})",
-            f"  results:  {self.out}",
+            f"  results:  {self.out} ({self.files} Parquet file(s))",
         ]
         if not self.complete:
             lines.append(f"  WARNING: expected exactly one row per input; got {self.rows} rows, "
-                         f"{self.unique_uris} distinct uris for {self.inputs} inputs")
+                         f"{self.unique_uris} distinct uris; inputs without a row: {self.missing[:5]}")
         return "\n".join(lines)
 
 
-def summarise(out: Path, summary: Summary) -> Summary:
-    t = read_results(out, ["uri", "status", "verdict", "initial_verdict", "model"])
+def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set[str]) -> Summary:
+    t = read_results(out.uri, ["uri", "status", "verdict", "initial_verdict", "model"], out.storage)
+    uris = t.column("uri").to_pylist()
     summary.rows = t.num_rows
-    summary.unique_uris = len(set(t.column("uri").to_pylist()))
+    summary.files = len(result_files(out))
+    seen = set(uris)
+    summary.unique_uris = len(seen)
+    # A shard's rows carry "<shard>#<member>" (or the shard's own uri when it could not be read).
+    seen_shards = {u.rsplit("#", 1)[0] for u in uris if "#" in u} | (seen & shard_uris)
+    summary.missing = [u for u in planned if u not in (seen_shards if u in shard_uris else seen)][:20]
+    summary.shards = len(shard_uris)
     summary.by_status = dict(Counter(t.column("status").to_pylist()))
     summary.by_verdict = dict(Counter(v for v in t.column("verdict").to_pylist() if v))
     summary.flipped = sum(1 for a, b in zip(t.column("initial_verdict").to_pylist(),
                                             t.column("verdict").to_pylist()) if a and b and a != b)
     models = {m for m in t.column("model").to_pylist() if m}
     summary.model = ", ".join(sorted(models)) or summary.model
-    (out / RUN_RECORD).write_text(json.dumps(
-        {**asdict(summary), "images_per_s": round(summary.images_per_s, 3), "complete": summary.complete},
-        indent=2))
+    record = {**asdict(summary), "images_per_s": round(summary.images_per_s, 3), "complete": summary.complete}
+    with out.fs.open(out.join(RUN_RECORD), "w") as f:
+        f.write(json.dumps(record, indent=2))
     return summary

@@ -1,74 +1,274 @@
-"""Sources: turn SRC into a list of (uri, size) entries, and read one entry's bytes.
+"""Sources: plan SRC into a table of work units in the driver, and read them inside Ray tasks.
 
-Only keys and sizes travel through the driver; bytes are read inside the Ray tasks. A file's
-content decides whether it is an image, never its extension, so every regular file under SRC is
-an input (hidden files and folders - names starting with "." - are skipped, and so is the
-job's own output folder if it lies under SRC).
+Planning keeps only keys and sizes (an Arrow table: uri, size, kind, extra): from a listing of a
+folder, prefix or glob on any fsspec filesystem, or from a manifest. A unit is one object
+(`file`) or one shard holding many images (`tar`: WebDataset-style; `parquet`: image bytes in a
+named column). Bytes are only read in the tasks, object by object or member by member, with no
+copy to local disk. A file's content decides whether it is an image, never its extension;
+inside shards, members are chosen by their extension, as WebDataset does.
+
+Output uris: the object's full URI; for a shard member, the shard's URI, "#", and the member
+name (tar) or the row number (Parquet).
 """
 from __future__ import annotations
 
-import glob
-import os
-from dataclasses import dataclass
+import json
+import posixpath
+import tarfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from zoomin_core.records import STATUS_TOO_LARGE, ImageInput
+import pyarrow as pa
+
+from zoomin_core.records import STATUS_TOO_LARGE, STATUS_UNSUPPORTED, ImageInput
+
+from .storage import StorageConfig, filesystem, full_uri, is_remote, redact, retrying
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
-
-@dataclass(frozen=True)
-class SourceItem:
-    uri: str
-    size: int
+KIND_FILE, KIND_TAR, KIND_PARQUET = "file", "tar", "parquet"
+INPUT_FORMATS = ("auto", "files", "tar", "parquet")
+PLAN_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("kind", pa.string()),
+                         ("extra", pa.string())])
+IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "pbm",
+              "jp2", "avif", "heic", "heif", "jxl"}
+URI_COLUMNS = ("uri", "url", "path", "key", "file")
+SIZE_COLUMNS = ("size", "bytes")
 
 
 class SourceError(Exception):
-    """SRC itself is unusable (missing, unsupported scheme): the job cannot start."""
+    """SRC itself is unusable (missing, unreadable manifest, unknown scheme): the job cannot start."""
 
 
-def _is_hidden(path: Path, root: Path) -> bool:
+@dataclass(frozen=True)
+class SourceConfig:
+    input_format: str = "auto"            # auto: shards by extension (.tar/.tgz, .parquet), else files
+    image_column: str = "image"           # the bytes column of Parquet shards
+    max_bytes: int = 512 * 1024 * 1024    # objects / members larger than this are not read
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+def _kind(uri: str, fmt: str) -> str:
+    if fmt != "auto":
+        return {"files": KIND_FILE, "tar": KIND_TAR, "parquet": KIND_PARQUET}[fmt]
+    low = uri.lower()
+    if low.endswith((".tar", ".tar.gz", ".tgz")):
+        return KIND_TAR
+    if low.endswith(".parquet"):
+        return KIND_PARQUET
+    return KIND_FILE
+
+
+def _table(uris: list, sizes: list, cfg: SourceConfig, extras: Optional[list] = None) -> pa.Table:
+    return pa.Table.from_pydict({"uri": uris, "size": sizes,
+                                 "kind": [_kind(u, cfg.input_format) for u in uris],
+                                 "extra": extras or [None] * len(uris)}, schema=PLAN_SCHEMA)
+
+
+def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[str] = None) -> pa.Table:
+    """Folder or prefix (recursive), glob pattern (quote it), or one object -> plan table, sorted.
+
+    Names starting with "." (hidden files and folders) are skipped, and so is `exclude` (the
+    job's own output) if it lies under SRC. Listing pages through prefixes of any size.
+    """
+    fs, path = filesystem(src, cfg.storage)
     try:
-        rel = path.relative_to(root)
-    except ValueError:
-        rel = path
-    return any(part.startswith(".") for part in rel.parts)
-
-
-def list_source(src: str, exclude: Optional[str] = None) -> list[SourceItem]:
-    """Local folder (recursive), glob pattern, or single file -> sorted SourceItems."""
-    if "://" in src and not src.startswith("file://"):
-        raise SourceError(f"{src}: only local paths are supported by this version of `zoomin scan`")
-    src = src.removeprefix("file://")
-    excluded = Path(exclude).resolve() if exclude else None
-    if any(ch in src for ch in "*?["):
-        paths = [Path(p) for p in glob.glob(src, recursive=True)]
-        root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
-    else:
-        root = Path(src)
-        if not root.exists():
-            raise SourceError(f"{src}: no such file or folder")
-        paths = [root] if root.is_file() else [p for p in root.rglob("*")]
-    items = []
-    for p in paths:
-        if not p.is_file() or _is_hidden(p, root if root.is_dir() else p.parent):
+        if any(ch in path for ch in "*?["):
+            infos = fs.glob(path, detail=True)
+            root = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+        elif fs.isdir(path):
+            infos, root = fs.find(path, withdirs=False, detail=True), path
+        elif fs.exists(path):
+            infos, root = {path: fs.info(path)}, path.rsplit("/", 1)[0]
+        else:
+            raise SourceError(f"{src}: no such file, folder or prefix")
+    except (PermissionError, OSError) as e:
+        if isinstance(e, SourceError):
+            raise
+        raise SourceError(f"{src}: cannot list it: {redact(str(e), cfg.storage)}") from None
+    excluded = filesystem(exclude, cfg.storage)[1].rstrip("/") if exclude else None
+    uris, sizes = [], []
+    for p in sorted(infos):
+        info = infos[p]
+        if info.get("type", "file") != "file":
             continue
-        rp = p.resolve()
-        if excluded is not None and (rp == excluded or excluded in rp.parents):
+        rel = p[len(root):].lstrip("/") if p.startswith(root) else p.rsplit("/", 1)[-1]
+        if any(part.startswith(".") for part in rel.split("/")):
             continue
-        items.append(SourceItem(str(rp), rp.stat().st_size))
-    return sorted(items, key=lambda it: it.uri)
+        if excluded and (p == excluded or p.startswith(excluded + "/")):
+            continue
+        uris.append(full_uri(fs, p))
+        sizes.append(int(info.get("size") or 0))
+    # The listing cache of s3fs holds every entry's full details: drop it, the table has what we need.
+    fs.invalidate_cache()
+    return _table(uris, sizes, cfg)
 
 
-def read_input(uri: str, max_bytes: int) -> ImageInput:
-    """The file as an ImageInput; a per-file problem becomes its read_error, never an exception."""
+def plan_manifest(manifest: str, cfg: SourceConfig = SourceConfig()) -> pa.Table:
+    """A manifest -> plan table, in the manifest's order.
+
+    Text (one URI per line; blank lines and '#' comments skipped), CSV/TSV or Parquet with a
+    column named uri (or url, path, key, file) and optional size; every other column is carried
+    into the output's `extra` column as JSON. Relative entries are relative to the manifest.
+    """
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(manifest, cfg.storage)
+    low = path.lower()
     try:
-        size = os.path.getsize(uri)
-        if size > max_bytes:
-            return ImageInput(uri, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte "
-                              "read limit (raise --max-bytes to accept it)", STATUS_TOO_LARGE)
-        with open(uri, "rb") as f:
-            return ImageInput(uri, f.read())
-    except OSError as e:
-        return ImageInput(uri, None, f"cannot read file: {e.strerror or e}")
+        with fs.open(path, "rb") as f:
+            if low.endswith(".parquet"):
+                t = pq.read_table(f)
+            elif low.endswith((".csv", ".tsv")):
+                t = pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter="\t" if low.endswith(".tsv") else ","))
+            else:
+                lines = [ln.strip() for ln in f.read().decode("utf-8").splitlines()]
+                t = pa.table({"uri": [ln for ln in lines if ln and not ln.startswith("#")]})
+    except FileNotFoundError:
+        raise SourceError(f"--manifest {manifest}: no such file") from None
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise SourceError(f"--manifest {manifest}: cannot read it: {redact(str(e), cfg.storage)}") from None
+    names = {n.lower(): n for n in t.column_names}
+    uri_col = next((names[c] for c in URI_COLUMNS if c in names), None)
+    if uri_col is None:
+        raise SourceError(f"--manifest {manifest}: no uri column (one of {', '.join(URI_COLUMNS)}); "
+                          f"columns: {', '.join(t.column_names)}")
+    size_col = next((names[c] for c in SIZE_COLUMNS if c in names), None)
+    base = full_uri(fs, posixpath.dirname(path))
+    uris = [_resolve(str(u), base) for u in t.column(uri_col).to_pylist() if u is not None]
+    if len(uris) != t.num_rows:
+        raise SourceError(f"--manifest {manifest}: {t.num_rows - len(uris)} empty uri cell(s)")
+    sizes = [int(s) if s is not None else -1 for s in t.column(size_col).to_pylist()] if size_col \
+        else [-1] * len(uris)
+    rest = [c for c in t.column_names if c not in (uri_col, size_col)]
+    extras = None
+    if rest:
+        extras = [json.dumps(r, default=str, ensure_ascii=False) for r in t.select(rest).to_pylist()]
+    return _table(uris, sizes, cfg, extras)
+
+
+def _resolve(entry: str, base: str) -> str:
+    if "://" in entry or entry.startswith("/"):
+        return entry
+    return posixpath.join(base, entry) if is_remote(base) else str(Path(base) / entry)
+
+
+# ---- reading, inside the Ray tasks -----------------------------------------------------------
+
+def _too_large(uri: str, size: int, max_bytes: int) -> ImageInput:
+    return ImageInput(uri, None, f"object is {size:,} bytes, over the {max_bytes:,}-byte read limit "
+                      "(raise --max-bytes to accept it)", STATUS_TOO_LARGE)
+
+
+def read_object(uri: str, size: int, cfg: SourceConfig) -> ImageInput:
+    """One object's bytes as an ImageInput; a failure becomes its read_error, never an exception."""
+    try:
+        fs, path = filesystem(uri, cfg.storage)
+        if size < 0:
+            size = retrying(lambda: fs.size(path), cfg.storage)
+        if size > cfg.max_bytes:
+            return _too_large(uri, size, cfg.max_bytes)
+        return ImageInput(uri, retrying(lambda: fs.cat_file(path), cfg.storage))
+    except Exception as e:  # noqa: BLE001 - every failure of one object is that object's row
+        return ImageInput(uri, None, f"cannot read object: {redact(_describe(e), cfg.storage)}")
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "no such object"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def iter_inputs(unit: dict, cfg: SourceConfig) -> Iterator[tuple[ImageInput, Optional[str]]]:
+    """All inputs of one plan row (uri, size, kind, extra), each with its extra JSON."""
+    if unit["kind"] == KIND_FILE:
+        yield read_object(unit["uri"], unit["size"], cfg), unit["extra"]
+        return
+    reader = _tar_members if unit["kind"] == KIND_TAR else _parquet_rows
+    done: set = set()  # members already yielded: a retry after a broken stream skips them
+    for attempt in range(max(1, cfg.storage.retries)):
+        try:
+            for key, item, extra in reader(unit["uri"], cfg, done):
+                done.add(key)
+                yield item, _merge(unit["extra"], extra)
+            if not done:  # an empty shard still gets its row, so that it cannot go unnoticed
+                yield ImageInput(unit["uri"], None, f"no image members in this {unit['kind']} shard",
+                                 STATUS_UNSUPPORTED), unit["extra"]
+            return
+        except Exception as e:  # noqa: BLE001
+            last = e
+            if isinstance(e, FileNotFoundError):
+                break
+            time.sleep(min(10.0, cfg.storage.backoff_s * 2 ** attempt))
+    msg = f"{unit['kind']} shard unreadable after {len(done)} image(s): {redact(_describe(last), cfg.storage)}"
+    yield ImageInput(unit["uri"], None, msg), unit["extra"]
+
+
+def _merge(a: Optional[str], b: Optional[dict]) -> Optional[str]:
+    if not b:
+        return a
+    return json.dumps({**(json.loads(a) if a else {}), **b}, default=str, ensure_ascii=False)
+
+
+def _tar_members(uri: str, cfg: SourceConfig, done: set):
+    fs, path = filesystem(uri, cfg.storage)
+    with fs.open(path, "rb", block_size=8 * 1024 * 1024) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        for m in tar:  # streaming: members in archive order, each read once
+            if not m.isfile() or m.name in done:
+                continue
+            name = m.name.lstrip("./")
+            if name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTS or \
+                    any(p.startswith(".") for p in name.split("/")):
+                continue
+            member_uri = f"{uri}#{name}"
+            if m.size > cfg.max_bytes:
+                yield m.name, _too_large(member_uri, m.size, cfg.max_bytes), None
+            else:
+                yield m.name, ImageInput(member_uri, tar.extractfile(m).read()), None
+
+
+def _parquet_rows(uri: str, cfg: SourceConfig, done: set):
+    import pyarrow.parquet as pq
+    fs, path = filesystem(uri, cfg.storage)
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        if cfg.image_column not in names:
+            raise ValueError(f"no column {cfg.image_column!r} (columns: {', '.join(names)}); "
+                             "name the image bytes column with --image-column")
+        row = 0
+        for batch in pf.iter_batches(batch_size=64):
+            for rec in batch.to_pylist():
+                if row not in done:
+                    yield row, _cell_input(f"{uri}#{row}", rec.pop(cfg.image_column), cfg), \
+                        {k: v for k, v in rec.items() if not isinstance(v, (bytes, dict, list))}
+                row += 1
+
+
+def _cell_input(uri: str, cell, cfg: SourceConfig) -> ImageInput:
+    if isinstance(cell, dict):  # Hugging Face datasets' Image feature: {"bytes": ..., "path": ...}
+        cell = cell.get("bytes")
+    if not isinstance(cell, (bytes, bytearray)) or not cell:
+        return ImageInput(uri, None, "no image bytes in this row (empty or not a binary cell)")
+    if len(cell) > cfg.max_bytes:
+        return _too_large(uri, len(cell), cfg.max_bytes)
+    return ImageInput(uri, bytes(cell))
+
+
+def open_bytes(uri: str, storage: StorageConfig = StorageConfig()) -> bytes:
+    """The bytes behind an output row's uri (an object, a tar member or a Parquet row)."""
+    base, _, member = uri.partition("#") if is_remote(uri) or not Path(uri).exists() else (uri, "", "")
+    kind = _kind(base, "auto")
+    cfg = SourceConfig(storage=storage)
+    if member and kind in (KIND_TAR, KIND_PARQUET):
+        want = f"{base}#{member}"
+        reader = _tar_members if kind == KIND_TAR else _parquet_rows
+        for _, item, _ in reader(base, cfg, set()):
+            if item.uri == want and item.data is not None:
+                return item.data
+        raise FileNotFoundError(uri)
+    fs, path = filesystem(uri, storage)
+    return fs.cat_file(path)

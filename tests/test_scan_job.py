@@ -7,7 +7,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.sinks import RUN_RECORD, read_results
-from jobs.sources import SAMPLES_DIR, list_source
+from jobs.sources import SAMPLES_DIR, plan_source
 from zoomin_core.schema import RESULT_SCHEMA
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -27,7 +27,7 @@ def _check_output(out: Path, n_inputs: int):
 def test_bundled_samples_end_to_end(ray_local, tmp_path, capsys):
     out = tmp_path / "res"
     assert main(["scan", "--out", str(out), "--no-progress"]) == 0
-    n = len(list_source(str(SAMPLES_DIR)))
+    n = plan_source(str(SAMPLES_DIR)).num_rows
     rows = _check_output(out, n)
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) >= n - 1
@@ -77,7 +77,7 @@ def test_refuses_non_empty_output_and_missing_source(ray_local, tmp_path, capsys
     assert "no such file" in capsys.readouterr().err
     assert main(["scan", str(SAMPLES_DIR), "--out", str(out), "--overwrite", "--no-progress",
                  "--backend", "fake"]) == 0
-    assert read_results(out).num_rows == len(list_source(str(SAMPLES_DIR)))
+    assert read_results(out).num_rows == plan_source(str(SAMPLES_DIR)).num_rows
 
 
 def test_output_inside_source_is_not_rescanned(ray_local, tmp_path):

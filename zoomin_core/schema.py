@@ -1,13 +1,13 @@
 """The one output schema. Every writer uses it; nothing is inferred from a first batch."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyarrow as pa
 
 from .records import ResultRow
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 BOX_TYPE = pa.struct([
     ("x1", pa.int32()), ("y1", pa.int32()), ("x2", pa.int32()), ("y2", pa.int32()),
@@ -33,13 +33,18 @@ RESULT_SCHEMA = pa.schema([
     pa.field("decode_s", pa.float32()),                  # seconds per image in each stage
     pa.field("scan_s", pa.float32()),
     pa.field("zoom_s", pa.float32()),
+    pa.field("extra", pa.string()),                      # JSON of columns carried from a manifest/shard
 ], metadata={"zoomin.schema_version": SCHEMA_VERSION})
 
 
-def rows_to_table(rows: Sequence[ResultRow]) -> pa.Table:
+def rows_to_table(rows: Sequence[ResultRow], extras: Optional[Sequence[Optional[str]]] = None) -> pa.Table:
+    """Result rows as a table; `extras` (one JSON string or None per row) fill the `extra` column."""
     cols: dict[str, list] = {f.name: [] for f in RESULT_SCHEMA}
+    cols["extra"] = list(extras) if extras is not None else [None] * len(rows)
     for r in rows:
         for name in cols:
+            if name == "extra":
+                continue
             if name == "boxes":
                 cols[name].append([{"x1": int(b.x1), "y1": int(b.y1), "x2": int(b.x2),
                                     "y2": int(b.y2), "score": float(b.score)} for b in r.boxes])

@@ -1,0 +1,126 @@
+"""Model checkpoints from object storage: fetched once per node into a local cache.
+
+`--model s3://bucket/path/` (one file or a prefix holding a checkpoint folder) is downloaded by
+the first model actor on each node; the others wait on a file lock and reuse it. The cache entry
+is named by the remote files' names, sizes and ETags, so a later run reuses it while the remote
+copy is unchanged and fetches again when it changes. A download goes to a temporary folder,
+is checked (every file's size; safetensors headers parse), and is renamed into place only then:
+an interrupted download never leaves an entry that looks complete.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+from typing import Optional
+
+from .storage import StorageConfig, filesystem, is_remote, redact, retrying
+
+COMPLETE = ".complete"
+
+
+class ModelError(Exception):
+    """The checkpoint cannot be found or fetched: the job stops before reading any image."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ZOOMIN_CACHE", Path.home() / ".cache" / "zoomin")) / "models"
+
+
+def _remote_files(uri: str, storage: StorageConfig) -> tuple[object, str, dict, bool]:
+    """(fs, root path, {relative name: info}, is a folder) of the checkpoint at `uri`."""
+    fs, path = filesystem(uri.rstrip("/"), storage)
+    try:
+        folder = fs.isdir(path)
+        if folder:
+            infos = {p[len(path):].lstrip("/"): i for p, i in fs.find(path, detail=True).items()
+                     if i.get("type") == "file"}
+            infos = {k: v for k, v in infos.items() if not any(s.startswith(".") for s in k.split("/"))}
+            root = path
+        elif fs.exists(path):
+            infos, root = {path.rsplit("/", 1)[-1]: fs.info(path)}, path.rsplit("/", 1)[0]
+        else:
+            infos, root = {}, path
+    except OSError as e:
+        raise ModelError(f"--model {uri}: cannot list it: {redact(str(e), storage)}") from None
+    if not infos:
+        raise ModelError(f"--model {uri}: no such checkpoint (no file or prefix there)")
+    if not any(k.endswith(".safetensors") for k in infos):
+        raise ModelError(f"--model {uri}: no .safetensors file there (found: {', '.join(sorted(infos)[:5])}); "
+                         "only safetensors checkpoints are loaded")
+    return fs, root, infos, folder
+
+
+def _fingerprint(infos: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(infos):
+        i = infos[name]
+        h.update(json.dumps([name, i.get("size"), str(i.get("ETag") or i.get("etag") or i.get("mtime") or "")]).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header of a safetensors file parses and its tensors fit in the file."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != path.stat().st_size:
+        raise ModelError(f"{path.name}: safetensors file is truncated or padded")
+
+
+def check_model(model: Optional[str], storage: StorageConfig = StorageConfig()) -> None:
+    """Fail early (in the driver, before any image is read) when `model` is not there."""
+    if model is None:
+        return
+    if is_remote(model):
+        _remote_files(model, storage)
+    elif not Path(model).exists():
+        raise ModelError(f"--model {model}: no such file or folder")
+
+
+def fetch_model(uri: str, storage: StorageConfig = StorageConfig(),
+                cache: Optional[Path] = None) -> tuple[str, bool]:
+    """Local path of the checkpoint at `uri`, and whether this call downloaded it.
+
+    Local paths are returned as they are. The returned path is a file when `uri` names one file,
+    else the checkpoint folder.
+    """
+    if not is_remote(uri):
+        return uri, False
+    fs, root, infos, folder = _remote_files(uri, storage)
+    base = (cache or cache_root()) / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    entry = base / _fingerprint(infos)
+    result = str(entry) if folder else str(entry / next(iter(infos)))
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one download per node; the other actors wait here
+        if (entry / COMPLETE).exists():
+            return result, False
+        tmp = base / f".tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for name, info in infos.items():
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                retrying(lambda: fs.get_file(f"{root}/{name}", str(dst)), storage)
+                if dst.stat().st_size != int(info.get("size") or 0):
+                    raise ModelError(f"{name}: downloaded {dst.stat().st_size} bytes, expected {info.get('size')}")
+                if name.endswith(".safetensors"):
+                    _check_safetensors(dst)
+            (tmp / COMPLETE).write_text(json.dumps({"uri": uri, "files": sorted(infos)}))
+            for old in base.iterdir():  # earlier versions of this checkpoint
+                if old.is_dir() and not old.name.startswith("."):
+                    shutil.rmtree(old, ignore_errors=True)
+            tmp.rename(entry)
+        except ModelError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"--model {uri}: download failed: {redact(str(e), storage)}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result, True
