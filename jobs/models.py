@@ -34,6 +34,7 @@ def cache_root() -> Path:
 def _remote_files(uri: str, storage: StorageConfig) -> tuple[object, str, dict, bool]:
     """(fs, root path, {relative name: info}, is a folder) of the checkpoint at `uri`."""
     fs, path = filesystem(uri.rstrip("/"), storage)
+    fs.invalidate_cache()  # a listing cached earlier in this process may predate a new upload
     try:
         folder = fs.isdir(path)
         if folder:
@@ -65,10 +66,13 @@ def _fingerprint(infos: dict) -> str:
 
 def _check_safetensors(path: Path) -> None:
     """The header of a safetensors file parses and its tensors fit in the file."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelError(f"{path.name}: not a readable safetensors file (truncated or corrupt: {e})") from None
     if 8 + n + end != path.stat().st_size:
         raise ModelError(f"{path.name}: safetensors file is truncated or padded")
 

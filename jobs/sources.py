@@ -74,6 +74,7 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
     job's own output) if it lies under SRC. Listing pages through prefixes of any size.
     """
     fs, path = filesystem(src, cfg.storage)
+    fs.invalidate_cache()  # a listing cached earlier in this process may be stale
     try:
         if any(ch in path for ch in "*?["):
             infos = fs.glob(path, detail=True)
@@ -219,7 +220,9 @@ def _tar_members(uri: str, cfg: SourceConfig, done: set):
         for m in tar:  # streaming: members in archive order, each read once
             if not m.isfile() or m.name in done:
                 continue
-            name = m.name.lstrip("./")
+            name = m.name
+            while name.startswith("./"):
+                name = name[2:]
             if name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTS or \
                     any(p.startswith(".") for p in name.split("/")):
                 continue

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.s3_support import TEST_KEY, TEST_SECRET, make_bucket, moto_server, s3_client
+
 # Token authentication is on by default in Ray 2.60; the test cluster is local and private.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The standard AWS chain of the test process - and of the Ray workers it starts, which inherit
+# this environment. No instance-metadata lookups (they wait for a timeout off EC2).
+os.environ.update(AWS_ACCESS_KEY_ID=TEST_KEY, AWS_SECRET_ACCESS_KEY=TEST_SECRET,
+                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_var, None)
 
 
 def textured(w: int, h: int, seed: int = 0) -> np.ndarray:
@@ -93,3 +101,30 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+class S3:
+    """The loopback S3 server of the session: its endpoint and a boto3 client."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.client = s3_client(endpoint)
+        self._n = 0
+
+    def bucket(self, prefix: str = "b") -> str:
+        """A new, empty bucket (names are unique within the session)."""
+        self._n += 1
+        name = f"{prefix}-{self._n:03d}"
+        make_bucket(self.client, name)
+        return name
+
+    def put(self, bucket: str, key: str, data: bytes) -> str:
+        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        return f"s3://{bucket}/{key}"
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's standalone S3 server as its own process on loopback, for the whole session."""
+    with moto_server() as endpoint:
+        yield S3(endpoint)
