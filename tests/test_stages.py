@@ -72,3 +72,17 @@ def test_compact_backend_scores_and_explains():
 def test_bad_config_is_refused():
     with pytest.raises(ValueError):
         ExamineConfig(stages="zoom")
+
+
+def test_compact_zoom_batches_crops_without_changing_scores():
+    import numpy as np
+
+    from zoomin_core.records import Box, Crop
+    backend = load_backend("compact")
+    rng = np.random.default_rng(0)
+    crops = [Crop(Box(0, 0, w, h), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+             for w, h in ((300, 300), (300, 300), (120, 90), (300, 300), (6, 40), (120, 90))]
+    batched = backend.crop_scores(crops)
+    one_by_one = [backend.crop_scores([c])[0] for c in crops]
+    assert batched == pytest.approx(one_by_one, abs=1e-5)
+    assert batched[4] == 0.0 and all(0 < s < 1 for i, s in enumerate(batched) if i != 4)
