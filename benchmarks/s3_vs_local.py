@@ -8,7 +8,7 @@
 2. Driver memory: prefixes of many small objects (sizes from --small) are planned the way
    `zoomin scan` plans them - list the prefix (paged), build the plan table, hand its blocks to
    Ray Data - each in a fresh driver process; its peak RSS over the baseline after imports and
-   `ray.init`, side by side. Only keys and sizes pass through the driver, so the growth is a
+   `ray.init` and loading the S3 client, side by side. Only keys and sizes pass through the driver, so the growth is a
    few hundred bytes per key, whatever the images weigh.
 """
 from __future__ import annotations
@@ -43,7 +43,9 @@ def rss_mb():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
 
+from jobs.storage import filesystem
 ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+filesystem(sys.argv[1], StorageConfig(endpoint_url=sys.argv[2]))  # s3fs/aiobotocore loaded: fixed cost
 base = rss_mb()
 t0 = time.perf_counter()
 cfg = JobConfig(source=SourceConfig(storage=StorageConfig(endpoint_url=sys.argv[2])))

@@ -68,10 +68,21 @@ def _add_scan(sub) -> None:
                         "{'bytes': ...} struct as written by Hugging Face datasets also works)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
     p.add_argument("--backend", default="compact", choices=available(),
-                   help="model backend (default: compact, the bundled CPU detector; fake: deterministic test double)")
+                   help="model backend (default: compact, the bundled CPU detector; vlm: a vision-language "
+                        "checkpoint given by --model; fake: deterministic test double)")
     p.add_argument("--model", default=None,
                    help="weights / checkpoint: local path or s3://... (fetched once per node into "
                         "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights")
+    g = p.add_argument_group("vlm backend")
+    g.add_argument("--prompts", default=None, metavar="FILE",
+                   help="prompt templates (JSON with version, scan, zoom; default: the shipped zoomin-prompts-v1)")
+    g.add_argument("--keep-raw", action="store_true", help="keep the model's own text in the 'raw' column, for audit")
+    g.add_argument("--max-new-tokens", type=int, default=256, help="cap on tokens generated per query (default 256)")
+    g.add_argument("--max-image-pixels", type=int, default=None,
+                   help="pixel budget of the whole image per query (default: the checkpoint's processor setting)")
+    g.add_argument("--crop-pixels", type=int, default=448 * 448,
+                   help="each crop is resized to about this many pixels, so small regions are magnified "
+                        "(default 200704 = 448x448)")
     p.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="{scan,zoom|scan}",
                    help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
     p.add_argument("--max-boxes", type=int, default=4, help="most regions zoomed into per image (default 4)")
@@ -103,6 +114,8 @@ def _add_scan(sub) -> None:
 
 
 def cmd_scan(a) -> int:
+    from zoomin_core.backends.vlm_families import CheckpointError
+
     from .models import ModelError
     from .pipeline import JobConfig
     from .plan import PlanError
@@ -123,13 +136,23 @@ def cmd_scan(a) -> int:
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a))
+        options = {}
+        if a.backend == "compact":
+            options = {"max_boxes": a.max_boxes}
+        elif a.backend == "vlm":
+            options = {"max_boxes": a.max_boxes, "prompts": a.prompts, "keep_raw": a.keep_raw,
+                       "max_new_tokens": a.max_new_tokens, "max_pixels": a.max_image_pixels,
+                       "crop_pixels": a.crop_pixels}
+            if a.prompts:
+                from zoomin_core.backends.vlm import load_prompts
+                load_prompts(a.prompts)  # a bad file stops the job here, not in every actor
         cfg = JobConfig(backend=a.backend, model=a.model, examine=examine, source=source,
-                        backend_options={"max_boxes": a.max_boxes} if a.backend == "compact" else {})
+                        backend_options=options)
         rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress)
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest)
-    except (SourceError, OutputError, PlanError, ModelError, StorageError, ValueError) as e:
+    except (SourceError, OutputError, PlanError, ModelError, StorageError, CheckpointError, ValueError) as e:
         print(f"zoomin scan: error: {e}", file=sys.stderr)
         return 2
     except ConnectionError as e:  # --address given, no cluster answering there

@@ -77,14 +77,26 @@ def _check_safetensors(path: Path) -> None:
         raise ModelError(f"{path.name}: safetensors file is truncated or padded")
 
 
-def check_model(model: Optional[str], storage: StorageConfig = StorageConfig()) -> None:
-    """Fail early (in the driver, before any image is read) when `model` is not there."""
+def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), backend: str = "compact") -> None:
+    """Fail early (in the driver, before any image is read) when `model` is not there or, for
+    the vlm backend, is not a complete checkpoint folder."""
     if model is None:
+        if backend == "vlm":
+            raise ModelError("--backend vlm needs --model: a checkpoint folder (local or s3://)")
         return
     if is_remote(model):
-        _remote_files(model, storage)
+        _, _, infos, folder = _remote_files(model, storage)
+        names = list(infos)
     elif not Path(model).exists():
         raise ModelError(f"--model {model}: no such file or folder")
+    else:
+        folder = Path(model).is_dir()
+        names = [str(f.relative_to(model)) for f in Path(model).rglob("*") if f.is_file()] if folder else [model]
+    if backend == "vlm":
+        from zoomin_core.backends.vlm_families import missing_files
+        missing = missing_files(names) if folder else ["a checkpoint folder (config.json, *.safetensors, tokenizer)"]
+        if missing:
+            raise ModelError(f"--model {model}: incomplete checkpoint, missing {', '.join(missing)}")
 
 
 def fetch_model(uri: str, storage: StorageConfig = StorageConfig(),

@@ -37,7 +37,8 @@ PREPARED_SCHEMA = pa.schema([
 # separate operator: Ray Data fuses a task map into the next actor map when their resource
 # requests are equal, which would run decoding inside the model actors, one after the other
 # with the model (and, on GPU nodes, while holding the GPU).
-DECODE_TASK_MEMORY = 256 * 1024 * 1024
+# 384 MiB: a task reading from S3 (s3fs, aiobotocore and their event loop) peaked at 254 MiB.
+DECODE_TASK_MEMORY = 384 * 1024 * 1024
 MAX_PLAN_BLOCKS = 2000
 
 
@@ -103,8 +104,10 @@ class Examiner:
         from .models import fetch_model
         torch.set_num_threads(plan.threads)
         options = dict(cfg.backend_options)
-        if cfg.backend == "compact":
+        if cfg.backend in ("compact", "vlm"):
             options.setdefault("device", plan.device)
+        if cfg.backend == "vlm":
+            options.setdefault("batch_size", plan.batch_size)
         # A checkpoint in object storage is fetched once per node into the local cache.
         model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
         self.backend = load_backend(cfg.backend, model, **options)

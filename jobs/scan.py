@@ -56,7 +56,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     units = plan_manifest(manifest, cfg.source) if manifest else plan_source(src, cfg.source, exclude=out)
     if units.num_rows == 0:
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
-    check_model(cfg.model, storage)
+    check_model(cfg.model, storage, cfg.backend)
     output = prepare_output(out, overwrite, storage)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()

@@ -80,7 +80,10 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
             infos = fs.glob(path, detail=True)
             root = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
         elif fs.isdir(path):
-            infos, root = fs.find(path, withdirs=False, detail=True), path
+            if hasattr(fs, "_iterdir"):  # s3fs: page by page, keeping only keys and sizes
+                infos, root = _s3_keys(fs, path), path
+            else:
+                infos, root = fs.find(path, withdirs=False, detail=True), path
         elif fs.exists(path):
             infos, root = {path: fs.info(path)}, path.rsplit("/", 1)[0]
         else:
@@ -105,6 +108,27 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
     # The listing cache of s3fs holds every entry's full details: drop it, the table has what we need.
     fs.invalidate_cache()
     return _table(uris, sizes, cfg)
+
+
+def _s3_keys(fs, path: str) -> dict:
+    """{path: {"size": n}} for every object under an S3 prefix, listed page by page.
+
+    `fs.find` keeps every object's full listing record (and s3fs caches them all again), about
+    3 KB per key; this keeps the key and the size, and nothing is cached.
+    """
+    from fsspec.asyn import sync
+    bucket, _, prefix = path.partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    out: dict = {}
+
+    async def collect():
+        async for info in fs._iterdir(bucket, delimiter="", prefix=prefix):
+            name = info["name"]  # "bucket/key"
+            if info.get("type") == "file" and not name.endswith("/"):
+                out[name] = {"size": info["Size"]}
+
+    sync(fs.loop, collect)
+    return out
 
 
 def plan_manifest(manifest: str, cfg: SourceConfig = SourceConfig()) -> pa.Table:

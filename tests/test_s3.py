@@ -70,9 +70,13 @@ def test_manifest_from_s3_with_extras_and_missing_object(ray_local, s3, tmp_path
     assert json.loads(rows[f"s3://{src}/photos/p1.jpg"]["extra"]) == {"id": 11, "label": "generated"}
     gone = rows[f"s3://{src}/photos/gone.jpg"]
     assert gone["status"] == "read_error" and "no such object" in gone["error"]
+    # A glob under a prefix.
+    assert _scan(s3, f"s3://{src}/photos/p[01].jpg", "--out", f"s3://{out}/g") == 0
+    assert sorted(r["uri"] for r in _results(s3, f"s3://{out}/g")) == [f"s3://{src}/photos/p0.jpg",
+                                                                     f"s3://{src}/photos/p1.jpg"]
 
 
-def test_tar_and_parquet_shards(ray_local, s3):
+def test_tar_and_parquet_shards(ray_local, s3, tmp_path):
     src, out = s3.bucket("src"), s3.bucket("out")
     imgs = _images(7)
     buf = io.BytesIO()
@@ -96,6 +100,10 @@ def test_tar_and_parquet_shards(ray_local, s3):
     assert all(rows[u]["status"] == "ok" for u in tar_uris | pq_uris)
     assert json.loads(rows[f"s3://{src}/shards/train-001.parquet#2"]["extra"]) == {"id": "c"}
     assert rows[broken]["status"] == "read_error" and "shard unreadable" in rows[broken]["error"]
+    # The report reads thumbnails back out of the shards, through the same storage flags.
+    page = tmp_path / "report.html"
+    assert main(["report", f"s3://{out}/sh", "--out", str(page), "--endpoint-url", s3.endpoint]) == 0
+    assert page.read_text().count('<img src="data:image/jpeg') == 7
 
 
 def test_transient_faults_lose_and_duplicate_nothing(ray_local, s3):

@@ -7,7 +7,7 @@ Ray and Parquet only ever see ResultRow (through `schema.py`); the method works 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -110,6 +110,7 @@ class ScanResult:
     initial_verdict: str
     initial_score: float
     explanation: str
+    raw: str = ""                    # the model's own text, when the backend keeps it (--keep-raw)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class Verdict:
     score: float                     # probability of "generated", 0..1
     rationale: str
     region_scores: tuple[float, ...] = ()       # the zoom's score of each crop, in crop order
+    raw: str = ""                                # the model's own text (--keep-raw)
 
 
 @dataclass(frozen=True)
@@ -149,13 +151,15 @@ class ResultRow:
     decode_s: float = 0.0
     scan_s: float = 0.0
     zoom_s: float = 0.0
-    extra: dict = field(default_factory=dict)
+    prompt_version: Optional[str] = None   # the prompt templates' version (vlm backends)
+    raw: Optional[str] = None              # the model's own text as JSON, with --keep-raw
 
     @staticmethod
     def failed(prepared: Prepared, status: str, error: str, model: Optional[str] = None,
-               stages: str = "scan,zoom") -> "ResultRow":
+               stages: str = "scan,zoom", prompt_version: Optional[str] = None,
+               raw: Optional[str] = None) -> "ResultRow":
         return ResultRow(
             image_id=prepared.image_id, uri=prepared.uri, status=status, error=error,
             width=prepared.width or None, height=prepared.height or None, verdict=None,
             score=None, initial_verdict=None, initial_score=None, model=model, stages=stages,
-            decode_s=prepared.decode_s)
+            decode_s=prepared.decode_s, prompt_version=prompt_version, raw=raw)

@@ -33,6 +33,8 @@ RESULT_SCHEMA = pa.schema([
     pa.field("decode_s", pa.float32()),                  # seconds per image in each stage
     pa.field("scan_s", pa.float32()),
     pa.field("zoom_s", pa.float32()),
+    pa.field("prompt_version", pa.string()),             # prompt templates' version (vlm backends)
+    pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw)
     pa.field("extra", pa.string()),                      # JSON of columns carried from a manifest/shard
 ], metadata={"zoomin.schema_version": SCHEMA_VERSION})
 

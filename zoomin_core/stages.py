@@ -6,6 +6,7 @@ Prepared that enters `examine` leaves as exactly one ResultRow, checked before r
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -14,8 +15,9 @@ from typing import Callable, Sequence, TypeVar
 from . import geometry
 from .backends import Backend
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
-from .records import (STATUS_MODEL_ERROR, STATUS_OK, Box, ImageInput, Prepared, ResultRow,
-                      ScanResult, Verdict)
+from .records import (STATUS_MODEL_ERROR, STATUS_OK, STATUS_UNPARSEABLE, Box, ImageInput, Prepared,
+                      ResultRow, ScanResult, Verdict)
+from .vlm_parse import Unparseable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,9 +88,17 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
     """Scan and (optionally) zoom a batch of decoded images. Returns one row per input, in order."""
     rows: list[ResultRow | None] = [None] * len(prepared)
     model = backend.model_id
+    prompts = getattr(backend, "prompt_version", None)
+
+    def failed(p: Prepared, stage: str, err: Exception) -> ResultRow:
+        # A backend reports output it could not read as an Unparseable in its results list.
+        if isinstance(err, Unparseable):
+            return ResultRow.failed(p, STATUS_UNPARSEABLE, str(err), model, cfg.stages, prompts, err.raw or None)
+        return ResultRow.failed(p, STATUS_MODEL_ERROR, f"{stage} failed: {err}", model, cfg.stages, prompts)
+
     for i, p in enumerate(prepared):
         if p.status != STATUS_OK:
-            rows[i] = ResultRow.failed(p, p.status, p.error or p.status, model, cfg.stages)
+            rows[i] = ResultRow.failed(p, p.status, p.error or p.status, model, cfg.stages, prompts)
     todo = [i for i, p in enumerate(prepared) if p.status == STATUS_OK]
 
     # Stage 1: scan the reduced views.
@@ -98,7 +108,7 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
     scanned: list[tuple[int, ScanResult, list[Box]]] = []
     for i, s in zip(todo, scans):
         if isinstance(s, Exception):
-            rows[i] = ResultRow.failed(prepared[i], STATUS_MODEL_ERROR, f"scan failed: {s}", model, cfg.stages)
+            rows[i] = failed(prepared[i], "scan", s)
         else:
             scanned.append((i, s, _scan_boxes(prepared[i], s, cfg)))
 
@@ -106,7 +116,7 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
         for i, s, boxes in scanned:
             p = prepared[i]
             rows[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
-                           model, cfg, scan_s, 0.0)
+                           model, cfg, scan_s, 0.0, prompts)
         return _checked(prepared, rows)
 
     # Stage 2: cut each region from the full-resolution original and zoom in.
@@ -117,7 +127,7 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
         try:
             full = decode_full(p.data, cfg.decode)
         except DecodeError as e:  # readable header and view, but the full decode failed
-            rows[i] = ResultRow.failed(p, e.status, e.message, model, cfg.stages)
+            rows[i] = ResultRow.failed(p, e.status, e.message, model, cfg.stages, prompts)
             continue
         regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side)
                    for b in boxes]
@@ -128,22 +138,26 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
     zoom_s = (time.perf_counter() - t1) / max(1, len(items))
     for (i, s, boxes), v in zip(owners, verdicts):
         if isinstance(v, Exception):
-            rows[i] = ResultRow.failed(prepared[i], STATUS_MODEL_ERROR, f"zoom failed: {v}", model, cfg.stages)
+            rows[i] = failed(prepared[i], "zoom", v)
         else:
             if len(v.region_scores) == len(boxes):  # report the zoom's judgement of each region
                 boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
-            rows[i] = _row(prepared[i], s, boxes, v, model, cfg, scan_s, zoom_s)
+            rows[i] = _row(prepared[i], s, boxes, v, model, cfg, scan_s, zoom_s, prompts)
     return _checked(prepared, rows)
 
 
 def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
-         cfg: ExamineConfig, scan_s: float, zoom_s: float) -> ResultRow:
+         cfg: ExamineConfig, scan_s: float, zoom_s: float, prompts: str | None = None) -> ResultRow:
+    raw = None
+    if s.raw or v.raw:
+        raw = json.dumps({"scan": json.loads(s.raw) if s.raw else None,
+                          "zoom": json.loads(v.raw) if v.raw and v.raw != s.raw else None})
     return ResultRow(
         image_id=p.image_id, uri=p.uri, status=STATUS_OK, error=None, width=p.width,
         height=p.height, verdict=v.verdict, score=float(v.score), initial_verdict=s.initial_verdict,
         initial_score=float(s.initial_score), boxes=tuple(geometry.to_int(b) for b in boxes),
         explanation=s.explanation, rationale=v.rationale, model=model, stages=cfg.stages,
-        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s)
+        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, prompt_version=prompts, raw=raw)
 
 
 def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list[ResultRow]:
