@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from jobs.cli import main
 from jobs.sinks import read_results
 from tests.conftest import jpeg_bytes, textured, write_bad_inputs
-from tests.tiny_vlm import BUILDERS
+from tests.tiny_vlm import BUILDERS, Script
 from zoomin_core import ExamineConfig, ImageInput, load_backend, run_chain
 from zoomin_core.backends.vlm_families import smart_resize
 from zoomin_core.geometry import region_box
@@ -21,23 +20,6 @@ from zoomin_core.records import Box
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm")
     return {name: str(build(root / name)) for name, build in BUILDERS.items()}
-
-
-class Script(LogitsProcessor):
-    """Forces row b of a generate() call to write answers[b], then end. Raw logits (which the
-    backend reads the score from) are left as the model made them."""
-
-    def __init__(self, tokenizer, answers, eos):
-        self.ids = [tokenizer.encode(a, add_special_tokens=False) + [eos] for a in answers]
-        self.start = None
-
-    def __call__(self, input_ids, scores):
-        self.start = input_ids.shape[1] if self.start is None else self.start
-        step = input_ids.shape[1] - self.start
-        forced = torch.full_like(scores, -1e9)
-        for b, ids in enumerate(self.ids):
-            forced[b, ids[min(step, len(ids) - 1)]] = 0.0
-        return forced
 
 
 @pytest.mark.slow

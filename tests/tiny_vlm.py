@@ -108,5 +108,29 @@ def build_llava(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def _logits_processor_base():
+    from transformers import LogitsProcessor
+    return LogitsProcessor
+
+
+class Script(_logits_processor_base()):
+    """Forces row b of a generate() call to write answers[b], then end. Raw logits (which the
+    backend reads the score from) are left as the model made them."""
+
+    def __init__(self, tokenizer, answers, eos):
+        self.ids = [tokenizer.encode(a, add_special_tokens=False) + [eos] for a in answers]
+        self.start = None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        step = input_ids.shape[1] - self.start
+        import torch
+        forced = torch.full_like(scores, -1e9)
+        for b, ids in enumerate(self.ids):
+            forced[b, ids[min(step, len(ids) - 1)]] = 0.0
+        return forced
+
+
+
 BUILDERS = {"qwen2_5_vl": lambda f: build_qwen(f, "2.5"), "qwen2_vl": lambda f: build_qwen(f, "2"),
             "llava": build_llava}
