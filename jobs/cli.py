@@ -106,6 +106,9 @@ def _add_scan(sub) -> None:
     p.add_argument("--gpus-per-actor", type=float, default=0.0,
                    help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
     p.add_argument("--batch-size", type=int, default=None, help="images per model call (default 8 on CPU, 16 on GPU)")
+    p.add_argument("--split-stages", default="auto", choices=("auto", "on", "off"),
+                   help="separate scan and zoom actor pools with CPU crop tasks between them, so GPU actors "
+                        "only run the model (auto, the default: on when --gpus-per-actor > 0)")
     p.add_argument("--rows-per-file", type=int, default=None,
                    help="rows per output Parquet file: files hold at most this many, and write tasks gather "
                         "this many before writing (default: one file per block)")
@@ -149,7 +152,8 @@ def cmd_scan(a) -> int:
         cfg = JobConfig(backend=a.backend, model=a.model, examine=examine, source=source,
                         backend_options=options)
         rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
-                       gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress)
+                       gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress,
+                       split_stages={"auto": None, "on": True, "off": False}[a.split_stages])
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest)
     except (SourceError, OutputError, PlanError, ModelError, StorageError, CheckpointError, ValueError) as e:

@@ -6,6 +6,7 @@ Rows cross the Ray boundary as Arrow tables; `zoomin_core` records live inside e
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 from zoomin_core.decode import prepare
 from zoomin_core.records import Prepared, View
 from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
-from zoomin_core.stages import ExamineConfig, examine
+from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
 
 from .plan import Plan
 from .sources import KIND_FILE, SourceConfig, iter_inputs
@@ -93,8 +94,8 @@ def read_and_prepare(batch: pa.Table, cfg: JobConfig, chunk: int = 16) -> Iterat
         yield _prepared_to_arrow(ps, extras)
 
 
-class Examiner:
-    """Model actor: loads the backend once, then scans and zooms one batch per call."""
+class _ModelActor:
+    """Loads the backend once per actor."""
 
     def __init__(self, cfg: JobConfig, plan: Plan):
         import torch
@@ -113,10 +114,51 @@ class Examiner:
         self.backend = load_backend(cfg.backend, model, **options)
         self.cfg = cfg
 
+
+class Examiner(_ModelActor):
+    """Model actor: scans and zooms one batch per call (crops are cut here too)."""
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
         rows = examine(self.backend, prepared, self.cfg.examine)  # one row per input, in order
         return rows_to_table(rows, batch.column("extra").to_pylist())
+
+
+# Between the split stages, items are our own records (stages.Scanned or a finished ResultRow),
+# pickled by our own tasks - never anything read from the input.
+STAGED_SCHEMA = pa.schema([("uri", pa.string()), ("state", pa.large_binary()), ("extra", pa.string())])
+
+
+def _pack(items: list, extras: list) -> pa.Table:
+    return pa.Table.from_pydict({"uri": [it.prepared.uri if isinstance(it, Scanned) else it.uri for it in items],
+                                 "state": [pickle.dumps(it, protocol=5) for it in items],
+                                 "extra": extras}, schema=STAGED_SCHEMA)
+
+
+def _unpack(batch: pa.Table) -> tuple[list, list]:
+    return [pickle.loads(b) for b in batch.column("state").to_pylist()], batch.column("extra").to_pylist()
+
+
+class Scanner(_ModelActor):
+    """Model actor of the scan stage (split plans)."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _pack(scan_stage(self.backend, _arrow_to_prepared(batch), self.cfg.examine),
+                     batch.column("extra").to_pylist())
+
+
+def cut_crops(batch: pa.Table, cfg: JobConfig) -> pa.Table:
+    """CPU task between the split stages: full-resolution decode and cropping."""
+    items, extras = _unpack(batch)
+    return _pack(crop_stage(items, cfg.examine), extras)
+
+
+class Zoomer(_ModelActor):
+    """Model actor of the zoom stage (split plans)."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        items, extras = _unpack(batch)
+        return rows_to_table(zoom_stage(self.backend, items, self.cfg.examine), extras)
 
 
 def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
@@ -132,11 +174,15 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
-    ds = ds.map_batches(Examiner, fn_constructor_kwargs={"cfg": cfg, "plan": plan},
-                        batch_format="pyarrow", batch_size=plan.batch_size,
-                        compute=ray.data.ActorPoolStrategy(size=plan.actors),
-                        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
-    return ds
+    model = dict(fn_constructor_kwargs={"cfg": cfg, "plan": plan}, batch_format="pyarrow",
+                 batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                 num_cpus=plan.pool_cpus, num_gpus=plan.pool_gpus or None)
+    if not (plan.split and cfg.examine.zoom):
+        return ds.map_batches(Examiner, **model)
+    ds = ds.map_batches(Scanner, **model)
+    ds = ds.map_batches(cut_crops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=plan.batch_size,
+                        num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
+    return ds.map_batches(Zoomer, **model)
 
 
 def empty_result() -> pa.Table:

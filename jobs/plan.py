@@ -25,6 +25,18 @@ class Plan:
     batch_size: int          # images per model call
     cluster_cpus: float
     cluster_gpus: float
+    # Two model pools (scan, then zoom) with a CPU crop task between them, each pool's actors
+    # taking half of every actor slot's CPU and GPU; on GPUs this keeps the full-resolution
+    # decode and the cropping off the GPU actors. One pool (scan and zoom in the same actor) when off.
+    split: bool = False
+
+    @property
+    def pool_cpus(self) -> float:
+        return self.actor_cpus / 2 if self.split else self.actor_cpus
+
+    @property
+    def pool_gpus(self) -> float:
+        return self.actor_gpus / 2 if self.split else self.actor_gpus
 
     @property
     def device(self) -> str:
@@ -33,18 +45,22 @@ class Plan:
     @property
     def threads(self) -> int:
         """torch threads per actor: its CPU share, rounded half up (1.5 CPUs -> 2 threads)."""
-        return max(1, int(self.actor_cpus + 0.5))
+        return max(1, int(self.pool_cpus + 0.5))
 
     def describe(self) -> str:
-        gpu = f", {self.actor_gpus:g} GPU" if self.actor_gpus else ""
-        return (f"{self.actors} model actor(s) x ({self.actor_cpus:g} CPU{gpu}), decode tasks "
+        gpu = f", {self.pool_gpus:g} GPU" if self.actor_gpus else ""
+        pools = (f"{self.actors} scan + {self.actors} zoom actor(s) x ({self.pool_cpus:g} CPU{gpu}), crop tasks "
+                 "between them" if self.split else f"{self.actors} model actor(s) x ({self.pool_cpus:g} CPU{gpu})")
+        return (f"{pools}, decode tasks "
                 f"{self.task_cpus:g} CPU each, batch {self.batch_size}; cluster "
                 f"{self.cluster_cpus:g} CPU / {self.cluster_gpus:g} GPU")
 
 
 def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Optional[float] = None,
-              gpus_per_actor: float = 0.0, batch_size: Optional[int] = None) -> Plan:
-    """resources: Ray's cluster_resources() map ({"CPU": 8.0, "GPU": 1.0, ...})."""
+              gpus_per_actor: float = 0.0, batch_size: Optional[int] = None,
+              split: Optional[bool] = None) -> Plan:
+    """resources: Ray's cluster_resources() map ({"CPU": 8.0, "GPU": 1.0, ...}).
+    split: separate scan and zoom pools (default: on when the actors use GPUs)."""
     cpus = float(resources.get("CPU", 0))
     gpus = float(resources.get("GPU", 0))
     if cpus <= 0:
@@ -79,4 +95,5 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
         batch_size = 16 if gpus_per_actor > 0 else 8
     if batch_size < 1:
         raise PlanError("--batch-size must be at least 1")
-    return Plan(actors, actor_cpus, gpus_per_actor, task_cpus, batch_size, cpus, gpus)
+    split = gpus_per_actor > 0 if split is None else split
+    return Plan(actors, actor_cpus, gpus_per_actor, task_cpus, batch_size, cpus, gpus, split)

@@ -30,6 +30,7 @@ class RayConfig:
     actor_cpus: Optional[float] = None
     gpus_per_actor: float = 0.0
     batch_size: Optional[int] = None
+    split_stages: Optional[bool] = None   # None: split scan and zoom pools when actors use GPUs
     progress: bool = True
 
 
@@ -65,7 +66,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = rc.progress
     plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
-                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size)
+                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages)
     what = f"{len(uris)} object(s)" + (f" ({len(shards)} shard(s))" if shards else "")
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)

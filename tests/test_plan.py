@@ -40,3 +40,14 @@ def test_refuses_plan_that_starves_reads():
 def test_overrides_are_respected():
     p = make_plan({"CPU": 8.0}, actors=3, actor_cpus=2.0, batch_size=4)
     assert (p.actors, p.actor_cpus, p.batch_size, p.threads) == (3, 2.0, 4, 2)
+
+
+def test_gpu_plans_split_scan_and_zoom_pools_by_default():
+    p = make_plan({"CPU": 16, "GPU": 1}, gpus_per_actor=1)
+    assert p.split and p.actors == 1 and (p.pool_gpus, p.pool_cpus) == (0.5, 0.5)
+    assert "1 scan + 1 zoom actor(s) x (0.5 CPU, 0.5 GPU)" in p.describe()
+    p = make_plan({"CPU": 64, "GPU": 8}, gpus_per_actor=0.5)   # two model copies per GPU and stage
+    assert p.actors == 16 and p.pool_gpus == 0.25 and p.device == "cuda"
+    assert not make_plan({"CPU": 16, "GPU": 1}, gpus_per_actor=1, split=False).split
+    cpu = make_plan({"CPU": 2})
+    assert not cpu.split and make_plan({"CPU": 2}, split=True).pool_cpus == 0.75

@@ -99,3 +99,24 @@ def test_glob_source(ray_local, tmp_path):
     uris = read_results(out).column("uri").to_pylist()
     expected = sorted(str(p.resolve()) for p in SAMPLES_DIR.glob("real_*.jpg"))
     assert len(expected) >= 2 and sorted(uris) == expected
+
+
+def test_split_stages_give_the_same_rows(ray_local, tmp_path):
+    """Scan actors -> CPU crop tasks -> zoom actors (the GPU layout), run on CPU: same rows as
+    the single-pool pipeline."""
+    one, split = tmp_path / "one", tmp_path / "split"
+    assert main(["scan", str(SAMPLES_DIR), "--out", str(one), "--no-progress", "--split-stages", "off"]) == 0
+    assert main(["scan", str(SAMPLES_DIR), "--out", str(split), "--no-progress", "--split-stages", "on"]) == 0
+    a = {r["uri"]: r for r in read_results(one).to_pylist()}
+    b = {r["uri"]: r for r in read_results(split).to_pylist()}
+    assert a.keys() == b.keys()
+    for uri, r in a.items():
+        assert (r["status"], r["verdict"], r["initial_verdict"]) == (b[uri]["status"], b[uri]["verdict"],
+                                                                   b[uri]["initial_verdict"])
+        if r["status"] == "ok":
+            assert abs(r["score"] - b[uri]["score"]) < 1e-5
+            assert [(x["x1"], x["y1"], x["x2"], x["y2"]) for x in r["boxes"]] == \
+                [(x["x1"], x["y1"], x["x2"], x["y2"]) for x in b[uri]["boxes"]]
+            assert [x["score"] for x in r["boxes"]] == pytest.approx([x["score"] for x in b[uri]["boxes"]], abs=1e-5)
+    record = json.loads((split / RUN_RECORD).read_text())
+    assert "scan +" in record["plan"] and "zoom actor" in record["plan"]

@@ -83,67 +83,100 @@ def _scan_boxes(p: Prepared, scan: ScanResult, cfg: ExamineConfig) -> list[Box]:
     return geometry.merge_overlapping(boxes, cfg.merge_iou)[: cfg.max_boxes]
 
 
-def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig()
-            ) -> list[ResultRow]:
-    """Scan and (optionally) zoom a batch of decoded images. Returns one row per input, in order."""
-    rows: list[ResultRow | None] = [None] * len(prepared)
-    model = backend.model_id
-    prompts = getattr(backend, "prompt_version", None)
+@dataclass
+class Scanned:
+    """An image between the stages: scanned, its boxes in original pixels, then its crops."""
+    prepared: Prepared
+    scan: ScanResult
+    boxes: list[Box]
+    model: str
+    prompts: str | None
+    scan_s: float
+    crops: list | None = None        # Crop list once cut (crop_stage)
+    crop_s: float = 0.0
 
-    def failed(p: Prepared, stage: str, err: Exception) -> ResultRow:
-        # A backend reports output it could not read as an Unparseable in its results list.
-        if isinstance(err, Unparseable):
-            return ResultRow.failed(p, STATUS_UNPARSEABLE, str(err), model, cfg.stages, prompts, err.raw or None)
-        return ResultRow.failed(p, STATUS_MODEL_ERROR, f"{stage} failed: {err}", model, cfg.stages, prompts)
 
+Staged = ResultRow | Scanned
+
+
+def _failed(p: Prepared, stage: str, err: Exception, model: str, prompts: str | None,
+            cfg: ExamineConfig) -> ResultRow:
+    # A backend reports output it could not read as an Unparseable in its results list.
+    if isinstance(err, Unparseable):
+        return ResultRow.failed(p, STATUS_UNPARSEABLE, str(err), model, cfg.stages, prompts, err.raw or None)
+    return ResultRow.failed(p, STATUS_MODEL_ERROR, f"{stage} failed: {err}", model, cfg.stages, prompts)
+
+
+def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig()
+               ) -> list[Staged]:
+    """Stage 1: scan the reduced views. Failures (and, with `--stages scan`, everything) leave
+    as final rows; the rest as Scanned, for the crop and zoom stages."""
+    model, prompts = backend.model_id, getattr(backend, "prompt_version", None)
+    out: list[Staged | None] = [None] * len(prepared)
     for i, p in enumerate(prepared):
         if p.status != STATUS_OK:
-            rows[i] = ResultRow.failed(p, p.status, p.error or p.status, model, cfg.stages, prompts)
+            out[i] = ResultRow.failed(p, p.status, p.error or p.status, model, cfg.stages, prompts)
     todo = [i for i, p in enumerate(prepared) if p.status == STATUS_OK]
-
-    # Stage 1: scan the reduced views.
     t0 = time.perf_counter()
     scans = _guarded(backend.scan, [prepared[i].view for i in todo])
     scan_s = (time.perf_counter() - t0) / max(1, len(todo))
-    scanned: list[tuple[int, ScanResult, list[Box]]] = []
     for i, s in zip(todo, scans):
-        if isinstance(s, Exception):
-            rows[i] = failed(prepared[i], "scan", s)
-        else:
-            scanned.append((i, s, _scan_boxes(prepared[i], s, cfg)))
-
-    if not cfg.zoom:
-        for i, s, boxes in scanned:
-            p = prepared[i]
-            rows[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
-                           model, cfg, scan_s, 0.0, prompts)
-        return _checked(prepared, rows)
-
-    # Stage 2: cut each region from the full-resolution original and zoom in.
-    t1 = time.perf_counter()
-    items, owners = [], []
-    for i, s, boxes in scanned:
         p = prepared[i]
+        if isinstance(s, Exception):
+            out[i] = _failed(p, "scan", s, model, prompts, cfg)
+        elif not cfg.zoom:
+            boxes = _scan_boxes(p, s, cfg)
+            out[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
+                          model, cfg, scan_s, 0.0, prompts)
+        else:
+            out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s)
+    return out  # type: ignore[return-value]
+
+
+def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig()) -> list[Staged]:
+    """Decode each scanned original at full resolution and cut its regions (CPU work only).
+    The original's bytes are dropped afterwards: the zoom needs the view and the crops."""
+    out: list[Staged] = []
+    for it in items:
+        if not isinstance(it, Scanned):
+            out.append(it)
+            continue
+        p, t0 = it.prepared, time.perf_counter()
         try:
             full = decode_full(p.data, cfg.decode)
         except DecodeError as e:  # readable header and view, but the full decode failed
-            rows[i] = ResultRow.failed(p, e.status, e.message, model, cfg.stages, prompts)
+            out.append(ResultRow.failed(p, e.status, e.message, it.model, cfg.stages, it.prompts))
             continue
-        regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side)
-                   for b in boxes]
+        regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side) for b in it.boxes]
         crops = [geometry.crop(full, r) for r in regions]
-        items.append((p.view, crops, s))
-        owners.append((i, s, boxes))
-    verdicts = _guarded(backend.zoom, items)
-    zoom_s = (time.perf_counter() - t1) / max(1, len(items))
-    for (i, s, boxes), v in zip(owners, verdicts):
+        out.append(replace(it, prepared=replace(p, data=None), crops=crops, crop_s=time.perf_counter() - t0))
+    return out
+
+
+def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig()
+               ) -> list[ResultRow]:
+    """Stage 2: zoom into the crops; every item leaves as its final row, in order."""
+    rows: list[ResultRow | None] = [it if isinstance(it, ResultRow) else None for it in items]
+    todo = [(i, it) for i, it in enumerate(items) if isinstance(it, Scanned)]
+    t0 = time.perf_counter()
+    verdicts = _guarded(backend.zoom, [(it.prepared.view, it.crops, it.scan) for _, it in todo])
+    zoom_s = (time.perf_counter() - t0) / max(1, len(todo))
+    for (i, it), v in zip(todo, verdicts):
         if isinstance(v, Exception):
-            rows[i] = failed(prepared[i], "zoom", v)
-        else:
-            if len(v.region_scores) == len(boxes):  # report the zoom's judgement of each region
-                boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
-            rows[i] = _row(prepared[i], s, boxes, v, model, cfg, scan_s, zoom_s, prompts)
-    return _checked(prepared, rows)
+            rows[i] = _failed(it.prepared, "zoom", v, it.model, it.prompts, cfg)
+            continue
+        boxes = it.boxes
+        if len(v.region_scores) == len(boxes):  # report the zoom's judgement of each region
+            boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
+        rows[i] = _row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s, it.prompts)
+    return rows  # type: ignore[return-value]
+
+
+def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig()
+            ) -> list[ResultRow]:
+    """Scan, cut crops and (optionally) zoom a batch of decoded images, in one process.
+    Returns one row per input, in order."""
+    return _checked(prepared, zoom_stage(backend, crop_stage(scan_stage(backend, prepared, cfg), cfg), cfg))
 
 
 def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
