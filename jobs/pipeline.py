@@ -40,7 +40,7 @@ PREPARED_SCHEMA = pa.schema([
 # with the model (and, on GPU nodes, while holding the GPU).
 # 384 MiB: a task reading from S3 (s3fs, aiobotocore and their event loop) peaked at 254 MiB.
 DECODE_TASK_MEMORY = 384 * 1024 * 1024
-MAX_PLAN_BLOCKS = 2000
+MAX_PLAN_BLOCKS = 4000
 
 
 @dataclass(frozen=True)
@@ -167,9 +167,10 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
 
     if any(k != KIND_FILE for k in units.column("kind").to_pylist()):
         read_batch = 1  # a shard holds many images: one shard per task
-    # Blocks are the unit of parallelism of the read tasks; beyond a few thousand, more blocks only
-    # cost scheduling overhead in the driver.
-    n_blocks = max(1, min(MAX_PLAN_BLOCKS, -(-units.num_rows // read_batch)))
+    # Blocks are the unit of parallelism of the read tasks, and each costs the driver ~50 KB
+    # (measured): a few per CPU of the cluster, at least 200, at most MAX_PLAN_BLOCKS.
+    cap = min(MAX_PLAN_BLOCKS, max(200, 4 * int(plan.cluster_cpus)))
+    n_blocks = max(1, min(cap, -(-units.num_rows // read_batch)))
     step = -(-units.num_rows // n_blocks)
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",

@@ -13,7 +13,9 @@ name (tar) or the row number (Parquet).
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import stat
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ import pyarrow as pa
 
 from zoomin_core.records import STATUS_TOO_LARGE, STATUS_UNSUPPORTED, ImageInput
 
-from .storage import StorageConfig, filesystem, full_uri, is_remote, redact, retrying
+from .storage import StorageConfig, _is_local, filesystem, full_uri, is_remote, redact, retrying
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
@@ -71,64 +73,107 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
     """Folder or prefix (recursive), glob pattern (quote it), or one object -> plan table, sorted.
 
     Names starting with "." (hidden files and folders) are skipped, and so is `exclude` (the
-    job's own output) if it lies under SRC. Listing pages through prefixes of any size.
+    job's own output) if it lies under SRC. Listing pages through prefixes of any size; entries
+    go into Arrow chunks as they come, so the driver holds about a hundred bytes per key.
     """
     fs, path = filesystem(src, cfg.storage)
     fs.invalidate_cache()  # a listing cached earlier in this process may be stale
+    excluded = filesystem(exclude, cfg.storage)[1].rstrip("/") if exclude else None
+    plan = _PlanBuilder(fs, cfg, excluded)
     try:
         if any(ch in path for ch in "*?["):
-            infos = fs.glob(path, detail=True)
-            root = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+            plan.root = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+            plan.add_infos(fs.glob(path, detail=True))
         elif fs.isdir(path):
+            plan.root = path
             if hasattr(fs, "_iterdir"):  # s3fs: page by page, keeping only keys and sizes
-                infos, root = _s3_keys(fs, path), path
+                _s3_keys(fs, path, plan.add)
+            elif _is_local(fs):
+                _local_files(path, plan.add)
             else:
-                infos, root = fs.find(path, withdirs=False, detail=True), path
+                plan.add_infos(fs.find(path, withdirs=False, detail=True))
         elif fs.exists(path):
-            infos, root = {path: fs.info(path)}, path.rsplit("/", 1)[0]
+            plan.root = path.rsplit("/", 1)[0]
+            plan.add_infos({path: fs.info(path)})
         else:
             raise SourceError(f"{src}: no such file, folder or prefix")
     except (PermissionError, OSError) as e:
         if isinstance(e, SourceError):
             raise
         raise SourceError(f"{src}: cannot list it: {redact(str(e), cfg.storage)}") from None
-    excluded = filesystem(exclude, cfg.storage)[1].rstrip("/") if exclude else None
-    uris, sizes = [], []
-    for p in sorted(infos):
-        info = infos[p]
-        if info.get("type", "file") != "file":
-            continue
-        rel = p[len(root):].lstrip("/") if p.startswith(root) else p.rsplit("/", 1)[-1]
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if excluded and (p == excluded or p.startswith(excluded + "/")):
-            continue
-        uris.append(full_uri(fs, p))
-        sizes.append(int(info.get("size") or 0))
-    # The listing cache of s3fs holds every entry's full details: drop it, the table has what we need.
     fs.invalidate_cache()
-    return _table(uris, sizes, cfg)
+    return plan.table()
 
 
-def _s3_keys(fs, path: str) -> dict:
-    """{path: {"size": n}} for every object under an S3 prefix, listed page by page.
+class _PlanBuilder:
+    """Collects (path, size) entries into Arrow chunks, skipping hidden and excluded paths."""
+    CHUNK = 50_000
+
+    def __init__(self, fs, cfg: SourceConfig, excluded: Optional[str]):
+        self.fs, self.cfg, self.excluded, self.root = fs, cfg, excluded, ""
+        self.paths: list[str] = []
+        self.sizes: list[int] = []
+        self.chunks: list[pa.Table] = []
+
+    def add(self, p: str, size: int) -> None:
+        rel = p[len(self.root):].lstrip("/") if p.startswith(self.root) else p.rsplit("/", 1)[-1]
+        if any(part.startswith(".") for part in rel.split("/")):
+            return
+        if self.excluded and (p == self.excluded or p.startswith(self.excluded + "/")):
+            return
+        self.paths.append(p)
+        self.sizes.append(size)
+        if len(self.paths) >= self.CHUNK:
+            self._flush()
+
+    def add_infos(self, infos: dict) -> None:
+        for p, info in infos.items():
+            if info.get("type", "file") == "file":
+                self.add(p, int(info.get("size") or 0))
+
+    def _flush(self) -> None:
+        if self.paths:
+            self.chunks.append(_table([full_uri(self.fs, p) for p in self.paths], self.sizes, self.cfg))
+            self.paths, self.sizes = [], []
+
+    def table(self) -> pa.Table:
+        import pyarrow.compute as pc
+        self._flush()
+        t = pa.concat_tables(self.chunks) if self.chunks else PLAN_SCHEMA.empty_table()
+        return t.take(pc.sort_indices(t, sort_keys=[("uri", "ascending")])).combine_chunks()
+
+
+def _local_files(root: str, add) -> None:
+    """Calls add(path, size) for every regular file under a local folder (hidden ones pruned)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue  # vanished or unreadable while listing; a later run picks it up
+            if stat.S_ISREG(st.st_mode):
+                add(p, st.st_size)
+
+
+def _s3_keys(fs, path: str, add) -> None:
+    """Calls add(path, size) for every object under an S3 prefix, listed page by page.
 
     `fs.find` keeps every object's full listing record (and s3fs caches them all again), about
-    3 KB per key; this keeps the key and the size, and nothing is cached.
+    3 KB per key; this passes on only the key and the size, and caches nothing.
     """
     from fsspec.asyn import sync
     bucket, _, prefix = path.partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    out: dict = {}
 
     async def collect():
         async for info in fs._iterdir(bucket, delimiter="", prefix=prefix):
             name = info["name"]  # "bucket/key"
             if info.get("type") == "file" and not name.endswith("/"):
-                out[name] = {"size": info["Size"]}
+                add(name, int(info["Size"]))
 
     sync(fs.loop, collect)
-    return out
 
 
 def plan_manifest(manifest: str, cfg: SourceConfig = SourceConfig()) -> pa.Table:
