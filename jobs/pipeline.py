@@ -109,6 +109,8 @@ class _ModelActor:
             options.setdefault("device", plan.device)
         if cfg.backend == "vlm":
             options.setdefault("batch_size", plan.batch_size)
+            if cfg.model:  # name rows after the checkpoint as given, not its cache folder
+                options.setdefault("model_name", cfg.model.rstrip("/").rsplit("/", 1)[-1])
         # A checkpoint in object storage is fetched once per node into the local cache.
         model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
         self.backend = load_backend(cfg.backend, model, **options)

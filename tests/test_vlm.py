@@ -125,3 +125,33 @@ def test_frames_map_boxes_back_to_view_pixels(checkpoints):
     backend = load_backend("vlm", checkpoints["qwen2_vl"])
     s = backend._shape(np.zeros((100, 300, 3), np.uint8))
     assert (s.frame_w, s.frame_h) == (1000, 1000) and s.to_input((500, 500, 1000, 1000)) == (150.0, 50.0, 300.0, 100.0)
+
+
+@pytest.mark.slow
+def test_bf16_path_runs_on_cpu(checkpoints):
+    """The GPU default (bf16 weights and pixel values, float logits for the score), run on CPU."""
+    import torch
+    backend = load_backend("vlm", checkpoints["qwen2_5_vl"], dtype="bfloat16", max_new_tokens=24)
+    assert next(backend.model.parameters()).dtype == torch.bfloat16
+    eos = backend.model.generation_config.eos_token_id
+    backend.generate_hook = lambda q, n: {"logits_processor": LogitsProcessorList(
+        [Script(backend.tokenizer, ["<verdict>generated</verdict>"] * n, eos)])}
+    rows = run_chain(backend, [ImageInput("a.jpg", jpeg_bytes(textured(120, 90)))], ExamineConfig(stages="scan"))
+    assert rows[0].status == "ok" and rows[0].verdict == "generated" and 0 < rows[0].score < 1
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_vlm_checkpoint_from_s3(ray_local, s3, checkpoints, tmp_path):
+    from pathlib import Path
+    bucket = s3.bucket("models")
+    root = Path(checkpoints["llava"])
+    for f in root.rglob("*"):
+        if f.is_file():
+            s3.put(bucket, f"tiny-llava/{f.relative_to(root)}", f.read_bytes())
+    out = tmp_path / "res"
+    assert main(["scan", "--out", str(out), "--backend", "vlm", "--model", f"s3://{bucket}/tiny-llava/",
+                 "--endpoint-url", s3.endpoint, "--max-new-tokens", "4", "--no-progress"]) == 0
+    rows = read_results(out).to_pylist()
+    assert rows and all(r["model"] == "vlm/llava/tiny-llava" for r in rows)
+    assert {r["status"] for r in rows} <= {"unparseable", "decode_error"}

@@ -65,7 +65,8 @@ class VLMBackend:
 
     def __init__(self, model: Optional[str] = None, prompts: Optional[str] = None, device: str = "cpu",
                  max_new_tokens: int = 256, max_pixels: Optional[int] = None, crop_pixels: int = 448 * 448,
-                 batch_size: int = 8, keep_raw: bool = False, max_boxes: int = 4, threads: Optional[int] = None):
+                 batch_size: int = 8, keep_raw: bool = False, max_boxes: int = 4, threads: Optional[int] = None,
+                 dtype: str = "auto", model_name: Optional[str] = None):
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText
         if model is None:
@@ -81,7 +82,10 @@ class VLMBackend:
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
         self.device = torch.device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        # auto: bf16 on GPUs, fp32 on CPU (bf16 matmuls are slow on most CPUs).
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
         self.model = AutoModelForImageTextToText.from_pretrained(
             model, dtype=self.dtype, use_safetensors=True).to(self.device).eval()
         self.max_new_tokens, self.max_pixels, self.crop_pixels = max_new_tokens, max_pixels, crop_pixels
@@ -90,7 +94,7 @@ class VLMBackend:
         # to make a tiny model write known answers).
         self.generate_hook: Optional[Callable[[str, int], dict]] = None
         self.trace: list[dict] = []          # per query call: what the model was given (for audit/tests)
-        self._model_name = Path(model.rstrip("/")).name
+        self._model_name = model_name or Path(model.rstrip("/")).name
         self._verdict_ids = {w: self._first_tokens(w) for w in ("real", "generated")}
         self.tokens_generated = {"scan": 0, "zoom": 0}
 
