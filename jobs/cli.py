@@ -67,6 +67,15 @@ def _add_scan(sub) -> None:
                    help="column of Parquet shards that holds the image bytes (default 'image'; a "
                         "{'bytes': ...} struct as written by Hugging Face datasets also works)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    p.add_argument("--incremental", action="store_true",
+                   help="--out holds a complete run of this job: scan only the images not in it yet (new keys), "
+                        "append their rows, leave the earlier rows untouched")
+    p.add_argument("--rescan", action="store_true",
+                   help="--out holds a run of this job: clear its results and scan everything again "
+                        "(e.g. after a model change)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="PREFIX",
+                   help="a manifest may only point under these prefixes (repeatable; '*' for any). Default: any "
+                        "object-store URI, and local files under the manifest's own folder")
     p.add_argument("--backend", default="compact", choices=available(),
                    help="model backend (default: compact, the bundled CPU detector; vlm: a vision-language "
                         "checkpoint given by --model; fake: deterministic test double)")
@@ -138,7 +147,7 @@ def cmd_scan(a) -> int:
                                 max_boxes=a.max_boxes,
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
-                              max_bytes=a.max_bytes, storage=_storage(a))
+                              max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))
         options = {}
         if a.backend == "compact":
             options = {"max_boxes": a.max_boxes}
@@ -155,7 +164,8 @@ def cmd_scan(a) -> int:
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress,
                        split_stages={"auto": None, "on": True, "off": False}[a.split_stages])
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
-        summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest)
+        summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest,
+                           incremental=a.incremental, rescan=a.rescan)
     except (SourceError, OutputError, PlanError, ModelError, StorageError, CheckpointError, ValueError) as e:
         print(f"zoomin scan: error: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
 
 from .plan import Plan
-from .sources import KIND_FILE, SourceConfig, iter_inputs
+from .sources import KIND_PARQUET, KIND_TAR, SourceConfig, iter_inputs
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
     """The Ray Data pipeline, unexecuted. `units` (sources.PLAN_SCHEMA) carry keys and sizes only."""
     import ray.data
 
-    if any(k != KIND_FILE for k in units.column("kind").to_pylist()):
+    if any(k in (KIND_TAR, KIND_PARQUET) for k in units.column("kind").to_pylist()):
         read_batch = 1  # a shard holds many images: one shard per task
     # Blocks are the unit of parallelism of the read tasks, and each costs the driver ~50 KB
     # (measured): a few per CPU of the cluster, at least 200, at most MAX_PLAN_BLOCKS.

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Optional
 
+from . import runs
 from .models import check_model
 from .pipeline import JobConfig, build
 from .plan import make_plan
-from .sinks import Summary, make_parquet_sink, prepare_output, summarise
-from .sources import KIND_FILE, SourceError, plan_manifest, plan_source
+from .sinks import Summary, make_parquet_sink, open_output, summarise, summary_record
+from .sources import KIND_PARQUET, KIND_TAR, SourceError, plan_manifest, plan_source
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,20 @@ def _init_ray(rc: RayConfig):
     return ray
 
 
+def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) -> dict:
+    prompts = None
+    if cfg.backend == "vlm":
+        from zoomin_core.backends.vlm import load_prompts
+        prompts = load_prompts(cfg.backend_options.get("prompts"))["version"]
+    return {"src": f"manifest:{manifest}" if manifest else src, "backend": cfg.backend,
+            "stages": cfg.examine.stages, "input_format": cfg.source.input_format,
+            "image_column": cfg.source.image_column, "model": cfg.model or "default", "prompt_version": prompts}
+
+
 def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayConfig(),
              overwrite: bool = False, rows_per_file: Optional[int] = None,
-             manifest: Optional[str] = None) -> Summary:
-    """Plan SRC (or the manifest), run, write, and return the summary.
+             manifest: Optional[str] = None, incremental: bool = False, rescan: bool = False) -> Summary:
+    """Plan SRC (or the manifest), run what is not done yet, write, and return the summary.
     Raises on an unusable SRC / manifest / --out / --model / plan, before any image is read."""
     storage = cfg.source.storage
     t_plan = time.perf_counter()
@@ -58,10 +68,17 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     if units.num_rows == 0:
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
     check_model(cfg.model, storage, cfg.backend)
-    output = prepare_output(out, overwrite, storage)
+    output = open_output(out, storage)
+    run = runs.begin(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()
-    shards = {u for u, k in zip(uris, kinds) if k != KIND_FILE}
+    shards = {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)}
+    todo = runs.remaining(units, run.done)
+    for note in run.notes:
+        print(f"zoomin: note: {note}", flush=True)
+    if run.done:
+        print(f"zoomin: {run.mode}: {len(run.done)} row(s) already in {output.uri}; "
+              f"{todo.num_rows} of {units.num_rows} input(s) left to scan", flush=True)
     ray = _init_ray(rc)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = rc.progress
@@ -71,10 +88,17 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()
-    ds = build(units, cfg, plan)
-    del units  # the plan's blocks now live in the object store
-    ds.write_datasink(make_parquet_sink(output, rows_per_file, uuid.uuid4().hex[:8]))
+    sink = make_parquet_sink(output, rows_per_file, run.run_id)
+    if todo.num_rows:
+        build(todo, cfg, plan).write_datasink(sink)
+    del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
                       seconds=time.perf_counter() - t0, plan=plan.describe(), backend=cfg.backend,
-                      stages=cfg.examine.stages)
-    return summarise(output, summary, uris, shards)
+                      stages=cfg.examine.stages, mode=run.mode, new_rows=getattr(sink, "rows_written", 0),
+                      notes=run.notes)
+    summary = summarise(output, summary, uris, shards)
+    record = runs.read_record(output) or {}
+    runs.write_record(output, {**record, "state": "complete" if summary.complete else "incomplete",
+                               "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               **summary_record(summary)})
+    return summary

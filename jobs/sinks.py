@@ -8,7 +8,6 @@ retries overwrites its own files instead of adding duplicates.
 """
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -47,28 +46,6 @@ class Output:
 def open_output(out: str, storage: StorageConfig = StorageConfig()) -> Output:
     fs, path = filesystem(out.rstrip("/"), storage)
     return Output(full_uri(fs, path), path, storage)
-
-
-def prepare_output(out: str, overwrite: bool, storage: StorageConfig = StorageConfig()) -> Output:
-    """Refuse to mix a new run into an old one's files (that would duplicate rows)."""
-    o = open_output(out, storage)
-    fs = o.fs
-    try:
-        if fs.exists(o.path) and fs.isfile(o.path):
-            raise OutputError(f"{out} exists and is not a folder")
-        existing = fs.find(o.path, withdirs=False) if fs.exists(o.path) else []
-        if existing:
-            if not overwrite:
-                raise OutputError(f"{out} is not empty ({len(existing)} file(s)); choose a new --out "
-                                  "or pass --overwrite to replace it")
-            fs.rm(o.path, recursive=True)
-        if _is_local(fs):
-            fs.makedirs(o.path, exist_ok=True)
-    except OutputError:
-        raise
-    except OSError as e:
-        raise OutputError(f"{out}: cannot use it as output: {e}") from None
-    return o
 
 
 def _write_table(fs, path: str, table: pa.Table, local: bool, tmp_dir: str) -> None:
@@ -113,6 +90,7 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
             return table.num_rows
 
         def on_write_complete(self, write_result) -> None:
+            self.rows_written = int(write_result.num_rows)
             fs = out.fs
             if _is_local(fs) and fs.exists(out.join(TMP_DIR)):
                 fs.rm(out.join(TMP_DIR), recursive=True)
@@ -156,10 +134,13 @@ class Summary:
     stages: str = ""
     missing: list = field(default_factory=list)   # planned units without any row (first 20)
     shards: int = 0
+    mode: str = "new"          # new | resume | incremental | rescan | overwrite
+    new_rows: int = 0          # rows this run wrote (the others were there before)
+    notes: list = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
+        return self.new_rows / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def complete(self) -> bool:
@@ -170,15 +151,17 @@ class Summary:
         status = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items())) or "-"
         verdict = ", ".join(f"{k} {v}" for k, v in sorted(self.by_verdict.items())) or "-"
         what = f"{self.inputs} input(s)" + (f", {self.shards} of them shards" if self.shards else "")
+        earlier = f", {self.rows - self.new_rows} from earlier runs ({self.mode})" if self.rows != self.new_rows else ""
         lines = [
-            f"zoomin: {self.rows} row(s) for {what} in {self.seconds:.1f}s "
-            f"({self.images_per_s:.2f} images/s)",
+            f"zoomin: {self.rows} row(s) for {what}; {self.new_rows} new in {self.seconds:.1f}s "
+            f"({self.images_per_s:.2f} images/s){earlier}",
             f"  verdicts: {verdict}",
             f"  status:   {status}",
             f"  first look overturned by zooming in: {self.flipped}",
             f"  model:    {self.model} ({self.stages})",
             f"  results:  {self.out} ({self.files} Parquet file(s))",
         ]
+        lines += [f"  note:     {n}" for n in self.notes]
         if not self.complete:
             lines.append(f"  WARNING: expected exactly one row per input; got {self.rows} rows, "
                          f"{self.unique_uris} distinct uris; inputs without a row: {self.missing[:5]}")
@@ -202,7 +185,8 @@ def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set
                                             t.column("verdict").to_pylist()) if a and b and a != b)
     models = {m for m in t.column("model").to_pylist() if m}
     summary.model = ", ".join(sorted(models)) or summary.model
-    record = {**asdict(summary), "images_per_s": round(summary.images_per_s, 3), "complete": summary.complete}
-    with out.fs.open(out.join(RUN_RECORD), "w") as f:
-        f.write(json.dumps(record, indent=2))
     return summary
+
+
+def summary_record(summary: Summary) -> dict:
+    return {**asdict(summary), "images_per_s": round(summary.images_per_s, 3), "complete": summary.complete}

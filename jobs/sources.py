@@ -32,8 +32,10 @@ SAMPLES_DIR = Path(__file__).parent / "samples"
 
 KIND_FILE, KIND_TAR, KIND_PARQUET = "file", "tar", "parquet"
 INPUT_FORMATS = ("auto", "files", "tar", "parquet")
+KIND_REFUSED = "refused"   # a manifest entry outside the allowed roots: an error row, never read
+# skip: JSON list of a shard's members already done (a resumed run passes over them).
 PLAN_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("kind", pa.string()),
-                         ("extra", pa.string())])
+                         ("extra", pa.string()), ("skip", pa.string())])
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "pbm",
               "jp2", "avif", "heic", "heif", "jxl"}
 URI_COLUMNS = ("uri", "url", "path", "key", "file")
@@ -50,6 +52,9 @@ class SourceConfig:
     image_column: str = "image"           # the bytes column of Parquet shards
     max_bytes: int = 512 * 1024 * 1024    # objects / members larger than this are not read
     storage: StorageConfig = field(default_factory=StorageConfig)
+    # Prefixes a manifest may point into; empty: any object-store URI, and local files under a
+    # local manifest's own folder.
+    allow_roots: tuple[str, ...] = ()
 
 
 def _kind(uri: str, fmt: str) -> str:
@@ -63,10 +68,12 @@ def _kind(uri: str, fmt: str) -> str:
     return KIND_FILE
 
 
-def _table(uris: list, sizes: list, cfg: SourceConfig, extras: Optional[list] = None) -> pa.Table:
+def _table(uris: list, sizes: list, cfg: SourceConfig, extras: Optional[list] = None,
+           kinds: Optional[list] = None) -> pa.Table:
     return pa.Table.from_pydict({"uri": uris, "size": sizes,
-                                 "kind": [_kind(u, cfg.input_format) for u in uris],
-                                 "extra": extras or [None] * len(uris)}, schema=PLAN_SCHEMA)
+                                 "kind": kinds or [_kind(u, cfg.input_format) for u in uris],
+                                 "extra": extras or [None] * len(uris), "skip": [None] * len(uris)},
+                                schema=PLAN_SCHEMA)
 
 
 def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[str] = None) -> pa.Table:
@@ -217,13 +224,31 @@ def plan_manifest(manifest: str, cfg: SourceConfig = SourceConfig()) -> pa.Table
     extras = None
     if rest:
         extras = [json.dumps(r, default=str, ensure_ascii=False) for r in t.select(rest).to_pylist()]
-    return _table(uris, sizes, cfg, extras)
+    kinds = [_kind(u, cfg.input_format) if _allowed(u, cfg.allow_roots, base) else KIND_REFUSED for u in uris]
+    return _table(uris, sizes, cfg, extras, kinds)
 
 
 def _resolve(entry: str, base: str) -> str:
     if "://" in entry or entry.startswith("/"):
-        return entry
-    return posixpath.join(base, entry) if is_remote(base) else str(Path(base) / entry)
+        return entry if is_remote(entry) else os.path.normpath(entry)
+    return posixpath.join(base, entry) if is_remote(base) else os.path.normpath(str(Path(base) / entry))
+
+
+def _allowed(uri: str, roots: tuple[str, ...], base: str) -> bool:
+    """May a manifest at `base` make the workers read `uri`? With --allow-root: only under those
+    roots. By default: objects in object storage (the credentials decide what is readable), and
+    local files only under a local manifest's own folder - never /etc/shadow."""
+    if "*" in roots:
+        return True
+    if is_remote(uri) and ("/../" in uri or uri.endswith("/..")):
+        return False
+    if not is_remote(uri):
+        uri = os.path.normpath(uri.removeprefix("file://"))
+    if not roots:
+        if is_remote(uri):
+            return True
+        roots = () if is_remote(base) else (base,)
+    return any(uri == r.rstrip("/") or uri.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 # ---- reading, inside the Ray tasks -----------------------------------------------------------
@@ -257,14 +282,22 @@ def iter_inputs(unit: dict, cfg: SourceConfig) -> Iterator[tuple[ImageInput, Opt
     if unit["kind"] == KIND_FILE:
         yield read_object(unit["uri"], unit["size"], cfg), unit["extra"]
         return
+    if unit["kind"] == KIND_REFUSED:
+        yield ImageInput(unit["uri"], None, "refused: the manifest points outside the allowed roots "
+                         f"({', '.join(cfg.allow_roots) or 'its own bucket or folder'}); allow it with --allow-root"
+                         ), unit["extra"]
+        return
     reader = _tar_members if unit["kind"] == KIND_TAR else _parquet_rows
-    done: set = set()  # members already yielded: a retry after a broken stream skips them
+    # Members already yielded (a retry after a broken stream skips them) or done by an earlier run.
+    skip = json.loads(unit.get("skip") or "[]")
+    done: set = {int(m) for m in skip} if unit["kind"] == KIND_PARQUET else set(skip)
+    resumed = bool(done)
     for attempt in range(max(1, cfg.storage.retries)):
         try:
             for key, item, extra in reader(unit["uri"], cfg, done):
                 done.add(key)
                 yield item, _merge(unit["extra"], extra)
-            if not done:  # an empty shard still gets its row, so that it cannot go unnoticed
+            if not done and not resumed:  # an empty shard still gets its row, so that it cannot go unnoticed
                 yield ImageInput(unit["uri"], None, f"no image members in this {unit['kind']} shard",
                                  STATUS_UNSUPPORTED), unit["extra"]
             return
@@ -287,19 +320,19 @@ def _tar_members(uri: str, cfg: SourceConfig, done: set):
     fs, path = filesystem(uri, cfg.storage)
     with fs.open(path, "rb", block_size=8 * 1024 * 1024) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         for m in tar:  # streaming: members in archive order, each read once
-            if not m.isfile() or m.name in done:
-                continue
             name = m.name
             while name.startswith("./"):
                 name = name[2:]
+            if not m.isfile() or name in done:
+                continue
             if name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTS or \
                     any(p.startswith(".") for p in name.split("/")):
                 continue
             member_uri = f"{uri}#{name}"
             if m.size > cfg.max_bytes:
-                yield m.name, _too_large(member_uri, m.size, cfg.max_bytes), None
+                yield name, _too_large(member_uri, m.size, cfg.max_bytes), None
             else:
-                yield m.name, ImageInput(member_uri, tar.extractfile(m).read()), None
+                yield name, ImageInput(member_uri, tar.extractfile(m).read()), None
 
 
 def _parquet_rows(uri: str, cfg: SourceConfig, done: set):

@@ -50,9 +50,13 @@ def test_paged_prefix_odd_keys_and_sized_output_files(ray_local, s3, capsys):
         assert t.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata()) and t.num_rows <= 400
     record = json.loads(s3.client.get_object(Bucket=out, Key=f"run-1/{RUN_RECORD}")["Body"].read())
     assert record["complete"] and record["rows"] == len(keys)
-    # A second run into the same prefix is refused rather than mixed in.
+    # The same job again: refused unless told what to do; --incremental finds nothing new.
     assert _scan(s3, f"s3://{src}/archive/", "--out", f"s3://{out}/run-1/") == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "already holds a complete run" in capsys.readouterr().err
+    s3.put(src, "archive/late arrival.jpg", _images(1)[0])
+    assert _scan(s3, f"s3://{src}/archive/", "--out", f"s3://{out}/run-1/", "--incremental") == 0
+    assert "1 new" in capsys.readouterr().out
+    assert len(_results(s3, f"s3://{out}/run-1")) == len(keys) + 1
 
 
 def test_manifest_from_s3_with_extras_and_missing_object(ray_local, s3, tmp_path):

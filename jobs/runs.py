@@ -1,0 +1,135 @@
+"""Runs over one output: start, resume after a kill, incremental nightly runs.
+
+The unit of commit is one results file. Each appears whole or not at all (a rename locally, a
+completed PUT on object stores), and holds complete rows only, so every uri found in the
+output's files is done. `_run.json` is written when a run starts (state "running", with the
+job's identity) and again when it ends ("complete", with its summary); each run also leaves
+`_runs/<run id>.json`, the history of a nightly job.
+
+Same command again on the same --out:
+  - the last run did not finish (killed)  -> resume: plan minus the uris already in the output
+  - the last run finished                 -> refused, unless --incremental (only new uris) or
+                                             --rescan (clear the results, scan everything)
+  - another job wrote it (SRC, backend,   -> refused, unless --overwrite
+    stages or input format differ)
+A changed --model or prompt version is reported; the earlier rows keep theirs.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyarrow as pa
+
+from .sinks import RUN_RECORD, Output, OutputError, read_results, result_files
+from .sources import KIND_FILE
+
+RUNS_DIR = "_runs"
+# What makes two runs the same job; model and prompts may change between nightly runs.
+IDENTITY = ("src", "backend", "stages", "input_format", "image_column")
+
+
+@dataclass
+class RunStart:
+    run_id: str
+    mode: str                                   # new | resume | incremental | rescan | overwrite
+    job: dict
+    done: set = field(default_factory=set)      # uris already in the output
+    notes: list = field(default_factory=list)   # what the user should know (model changed, ...)
+
+
+def read_record(out: Output) -> Optional[dict]:
+    fs = out.fs
+    path = out.join(RUN_RECORD)
+    try:
+        if not fs.exists(path):
+            return None
+        with fs.open(path, "r") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_record(out: Output, record: dict) -> None:
+    fs = out.fs
+    text = json.dumps(record, indent=2, default=str)
+    fs.makedirs(out.join(RUNS_DIR), exist_ok=True)  # a no-op on object stores
+    with fs.open(out.join(f"{RUNS_DIR}/{record['run_id']}.json"), "w") as f:
+        f.write(text)
+    with fs.open(out.join(RUN_RECORD), "w") as f:
+        f.write(text)
+
+
+def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bool) -> RunStart:
+    """Decide how this run relates to what the output holds, and record that it started."""
+    fs = out.fs
+    run = RunStart(uuid.uuid4().hex[:8], "new", job)
+    try:
+        if fs.exists(out.path) and fs.isfile(out.path):
+            raise OutputError(f"{out.uri} exists and is not a folder")
+        files = fs.find(out.path, withdirs=False) if fs.exists(out.path) else []
+    except OSError as e:
+        raise OutputError(f"{out.uri}: cannot use it as output: {e}") from None
+    last = read_record(out)
+    if files and not overwrite:
+        if last is None:
+            raise OutputError(f"{out.uri} is not empty ({len(files)} file(s)) and holds no zoomin run record; "
+                              "choose a new --out or pass --overwrite to replace it")
+        before = last.get("job", {})
+        differs = [k for k in IDENTITY if before.get(k) != job.get(k)]
+        if differs:
+            was = ", ".join(f"{k} was {before.get(k)!r}" for k in differs)
+            raise OutputError(f"{out.uri} holds the results of another job ({was}); "
+                              "choose a new --out or pass --overwrite to replace them")
+        if rescan:
+            run.mode = "rescan"
+        elif last.get("state") != "complete":
+            run.mode = "resume"
+        elif incremental:
+            run.mode = "incremental"
+        else:
+            raise OutputError(f"{out.uri} already holds a complete run of this job; pass --incremental to "
+                              "scan only images added since, --rescan to scan everything again, or choose a new --out")
+        for key, what in (("model", "--model"), ("prompt_version", "prompt version")):
+            if before.get(key) != job.get(key):
+                run.notes.append(f"{what} changed since the last run ({before.get(key)!r} -> "
+                                 f"{job.get(key)!r}); earlier rows keep theirs (--rescan redoes them)")
+    if files and (overwrite or rescan):
+        fs.rm(out.path, recursive=True)
+        run.mode = "rescan" if rescan and not overwrite else ("overwrite" if overwrite else run.mode)
+    if run.mode in ("resume", "incremental"):
+        run.done = set(read_results(out.uri, ["uri"], out.storage).column("uri").to_pylist())
+    fs.makedirs(out.path, exist_ok=True)
+    write_record(out, {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": job,
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "already_done": len(run.done)})
+    return run
+
+
+def remaining(units: pa.Table, done: set) -> pa.Table:
+    """The plan minus what is done. Objects: dropped when their uri has a row. Shards: dropped
+    when the shard has a row of its own (it could not be read); otherwise its finished members
+    are listed in `skip`, and the reader passes over them."""
+    if not done:
+        return units
+    members: dict = defaultdict(list)
+    for u in done:
+        if "#" in u:
+            shard, member = u.rsplit("#", 1)
+            members[shard].append(member)
+    keep, skips = [], []
+    for i, (uri, kind) in enumerate(zip(units.column("uri").to_pylist(), units.column("kind").to_pylist())):
+        if uri in done:
+            continue
+        keep.append(i)
+        skips.append(json.dumps(members[uri]) if kind != KIND_FILE and uri in members else None)
+    t = units.take(pa.array(keep, pa.int64()))
+    return t.set_column(t.schema.get_field_index("skip"), "skip", pa.array(skips, pa.string()))
+
+
+def files_of(out: Output) -> list[str]:
+    return result_files(out)

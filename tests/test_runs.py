@@ -1,0 +1,152 @@
+"""Runs over one output: resume after SIGKILL, incremental nightly runs, manifest roots."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from jobs.cli import main
+from jobs.runs import RUNS_DIR, remaining
+from jobs.sinks import RUN_RECORD, read_results
+from jobs.sources import SourceConfig, iter_inputs, plan_manifest
+from tests.conftest import jpeg_bytes, textured
+from zoomin_core.compact_model import DEFAULT_WEIGHTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _images(folder: Path, n: int, start: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        (folder / f"img_{i:04d}.jpg").write_bytes(jpeg_bytes(textured(40 + i % 7, 32, seed=i)))
+
+
+def _parts(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("part-*.parquet"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_the_same_command_finishes_the_rest(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _images(src, 240)
+    cmd = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))",
+           "scan", str(src), "--out", str(out), "--backend", "fake", "--no-progress", "--num-cpus", "2",
+           "--rows-per-file", "8", "--batch-size", "4"]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+    # Its own session: the kill takes the driver and the local Ray cluster it started, as a crash would.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(_parts(out)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.read_bytes() for p in _parts(out)}
+    done_before = read_results(out).num_rows
+    assert 0 < done_before < 240
+    assert json.loads((out / RUN_RECORD).read_text())["state"] == "running"
+
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "resume" in r.stdout
+    rows = read_results(out).to_pylist()
+    assert sorted(x["uri"] for x in rows) == sorted(str(p) for p in src.iterdir())  # no gap, no duplicate
+    for name, data in first.items():  # committed work was neither redone nor rewritten
+        assert (out / name).read_bytes() == data
+    record = json.loads((out / RUN_RECORD).read_text())
+    assert record["state"] == "complete" and record["mode"] == "resume"
+    assert record["new_rows"] == 240 - done_before
+    assert len(list((out / RUNS_DIR).glob("*.json"))) == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_incremental_runs_scan_only_new_images(ray_local, tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _images(src, 6)
+    base = ["scan", str(src), "--out", str(out), "--no-progress", "--backend", "fake"]
+    assert main(base) == 0
+    first = {p.name: p.read_bytes() for p in _parts(out)}
+    _images(src, 3, start=6)
+    capsys.readouterr()
+    assert main(base) == 2
+    assert "already holds a complete run" in capsys.readouterr().err
+    assert main(base + ["--incremental"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 row(s) already" in printed and "3 new" in printed
+    rows = read_results(out).to_pylist()
+    assert sorted(r["uri"] for r in rows) == sorted(str(p) for p in src.iterdir())
+    for name, data in first.items():
+        assert (out / name).read_bytes() == data  # earlier rows untouched
+    assert len(list((out / RUNS_DIR).glob("*.json"))) == 2
+    # Nothing new: a run that writes nothing and says so.
+    assert main(base + ["--incremental"]) == 0
+    assert "0 new" in capsys.readouterr().out
+    # Another job (different stages) is refused; --rescan redoes everything.
+    assert main(base + ["--stages", "scan", "--incremental"]) == 2
+    assert "another job" in capsys.readouterr().err
+    assert main(base + ["--rescan"]) == 0
+    assert "9 new" in capsys.readouterr().out and not any((out / n).exists() for n in first)
+    assert read_results(out).num_rows == 9
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_model_change_is_reported(ray_local, tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _images(src, 2)
+    assert main(["scan", str(src), "--out", str(out), "--no-progress"]) == 0
+    _images(src, 1, start=2)
+    other = tmp_path / "retrained.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, other)
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--model", str(other)]) == 0
+    printed = capsys.readouterr().out
+    assert "--model changed since the last run" in printed and "1 new" in printed
+
+
+def test_manifest_cannot_reach_outside_its_roots(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "ok.jpg").write_bytes(jpeg_bytes(textured(40, 30)))
+    (tmp_path / "outside.jpg").write_bytes(jpeg_bytes(textured(40, 30)))
+    manifest = tmp_path / "m" / "list.txt"
+    manifest.write_text("ok.jpg\n/etc/shadow\n../outside.jpg\ns3://bucket/fine.jpg\n")
+    units = plan_manifest(str(manifest))
+    got = {u["uri"]: next(iter_inputs(u, SourceConfig()))[0] for u in units.to_pylist() if u["kind"] != "file"
+           or u["uri"].endswith("ok.jpg")}
+    assert got[str(tmp_path / "m" / "ok.jpg")].data is not None
+    for bad in ("/etc/shadow", str(tmp_path / "outside.jpg")):
+        assert got[bad].data is None and "refused" in got[bad].read_error
+    kinds = dict(zip(units.column("uri").to_pylist(), units.column("kind").to_pylist()))
+    assert kinds["s3://bucket/fine.jpg"] == "file"
+    strict = plan_manifest(str(manifest), SourceConfig(allow_roots=(str(tmp_path / "m"),)))
+    assert dict(zip(strict.column("uri").to_pylist(), strict.column("kind").to_pylist()))[
+        "s3://bucket/fine.jpg"] == "refused"
+
+
+def test_resumed_shards_skip_their_finished_members(tmp_path):
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(4):
+            data = jpeg_bytes(textured(30, 30, seed=i))
+            info = tarfile.TarInfo(f"./{i}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(buf.getvalue())
+    units = pa.Table.from_pylist([{"uri": str(shard), "size": -1, "kind": "tar", "extra": None, "skip": None},
+                                  {"uri": "/x/a.jpg", "size": 1, "kind": "file", "extra": None, "skip": None}])
+    left = remaining(units, {f"{shard}#0.jpg", f"{shard}#2.jpg", "/x/a.jpg"})
+    assert left.column("uri").to_pylist() == [str(shard)]
+    got = [i.uri for i, _ in iter_inputs(left.to_pylist()[0], SourceConfig())]
+    assert got == [f"{shard}#1.jpg", f"{shard}#3.jpg"]
+    done_all = remaining(units, {f"{shard}#{i}.jpg" for i in range(4)})
+    assert list(iter_inputs(done_all.to_pylist()[0], SourceConfig())) == []  # no "empty shard" row
