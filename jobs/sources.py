@@ -113,8 +113,10 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
 
 
 class _PlanBuilder:
-    """Collects (path, size) entries into Arrow chunks, skipping hidden and excluded paths."""
-    CHUNK = 50_000
+    """Collects (path, size) entries into Arrow chunks, skipping hidden and excluded paths.
+    Small chunks (about one listing page): Python strings are not kept long enough to pin the
+    memory of the pages parsed between them."""
+    CHUNK = 1000
 
     def __init__(self, fs, cfg: SourceConfig, excluded: Optional[str]):
         self.fs, self.cfg, self.excluded, self.root = fs, cfg, excluded, ""

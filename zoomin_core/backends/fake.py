@@ -2,10 +2,13 @@
 
 Its answers are a pure function of the pixels, so the same image always gets the same row:
 the box is the brightest quarter of the view, the score is the mean brightness of the crops.
-Setting `fail_on_mean_above` makes it raise on matching images, to exercise error rows.
+Setting `fail_on_mean_above` makes it raise on matching images, to exercise error rows;
+`crash_once_marker` makes the process holding it die (as an out-of-memory kill would) at its
+first scan if that file does not exist yet, creating it, to exercise actor replacement.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -16,8 +19,10 @@ from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None):
+    def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None,
+                 crash_once_marker: Optional[str] = None):
         self.fail_on_mean_above = fail_on_mean_above
+        self.crash_once_marker = crash_once_marker
 
     @property
     def model_id(self) -> str:
@@ -28,6 +33,9 @@ class FakeBackend:
             raise RuntimeError("fake backend: refusing a bright image")
 
     def scan(self, views: Sequence[View]) -> list[ScanResult]:
+        if self.crash_once_marker and not os.path.exists(self.crash_once_marker):
+            open(self.crash_once_marker, "w").close()
+            os._exit(137)  # no cleanup, no exception: the process is simply gone
         out = []
         for v in views:
             self._check(v.pixels)

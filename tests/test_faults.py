@@ -1,0 +1,65 @@
+"""Faults inside the job: a model actor that dies, images that crash the model, bad inputs at scale."""
+import io
+import random
+
+import pytest
+from PIL import Image
+
+from jobs.pipeline import JobConfig
+from jobs.scan import RayConfig, run_scan
+from jobs.sinks import read_results
+from tests.conftest import BAD_INPUTS, write_bad_inputs
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _small_jpeg(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (24 + i % 9, 20), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_dead_actor_is_replaced_and_its_batch_retried(ray_local, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"{i:03d}.jpg").write_bytes(_small_jpeg(i))
+    marker = tmp_path / "crashed-once"
+    cfg = JobConfig(backend="fake", backend_options={"crash_once_marker": str(marker)})
+    s = run_scan(str(src), str(tmp_path / "out"), cfg, RayConfig(progress=False, batch_size=4))
+    assert marker.exists()  # an actor really died
+    assert s.complete and s.rows == 40 and s.by_status == {"ok": 40}
+    assert len(set(read_results(tmp_path / "out").column("uri").to_pylist())) == 40
+
+
+def test_ten_thousand_images_five_percent_corrupt(ray_local, tmp_path):
+    """10,000 inputs, 500 of them the foundation's bad kinds mixed in: exactly 500 error rows
+    of the right kinds, every other image scored."""
+    src = tmp_path / "src"
+    src.mkdir()
+    bad_dir = tmp_path / "kinds"
+    expected_by_name = write_bad_inputs(bad_dir)
+    bad_kinds = [n for n, st in BAD_INPUTS.items() if st != "ok"]
+    rng = random.Random(0)
+    expected = {}
+    for i in range(10_000):
+        name = f"{i:05d}"
+        if i % 20 == 7:  # 5%
+            kind = rng.choice(bad_kinds)
+            (src / f"{name}_{kind}").write_bytes((bad_dir / kind).read_bytes())
+            expected[f"{name}_{kind}"] = expected_by_name[kind]
+        else:
+            (src / f"{name}.jpg").write_bytes(_small_jpeg(i))
+            expected[f"{name}.jpg"] = "ok"
+    s = run_scan(str(src), str(tmp_path / "out"), JobConfig(backend="fake", examine=_scan_only()),
+                 RayConfig(progress=False, batch_size=64), rows_per_file=2000)
+    assert s.complete and s.rows == 10_000
+    rows = read_results(tmp_path / "out", ["uri", "status"]).to_pylist()
+    got = {r["uri"].rsplit("/", 1)[-1]: r["status"] for r in rows}
+    assert got == expected
+    assert sum(st != "ok" for st in got.values()) == 500
+
+
+def _scan_only():
+    from zoomin_core.stages import ExamineConfig
+    return ExamineConfig(stages="scan")
