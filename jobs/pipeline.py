@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
 from zoomin_core.decode import prepare
-from zoomin_core.records import Prepared, View
+from zoomin_core.records import STATUS_OK, Prepared, View
 from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
 
@@ -118,11 +119,30 @@ class _ModelActor:
 
 
 class Examiner(_ModelActor):
-    """Model actor: scans and zooms one batch per call (crops are cut here too)."""
+    """Model actor: scans and zooms one batch per call (crops are cut here too). Identical bytes
+    under different keys (same image_id, the sha256 of the bytes) are examined once per actor:
+    later copies share the first one's result under their own uri."""
+
+    SEEN_MAX = 20_000   # results remembered per actor (a row is about a kilobyte)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
-        rows = examine(self.backend, prepared, self.cfg.examine)  # one row per input, in order
+        seen: OrderedDict = self.__dict__.setdefault("seen", OrderedDict())
+        fresh, first = [], {}
+        for p in prepared:
+            if p.status != STATUS_OK or (p.image_id not in seen and p.image_id not in first):
+                fresh.append(p)
+                if p.status == STATUS_OK:
+                    first[p.image_id] = p
+        own = {id(p): r for p, r in zip(fresh, examine(self.backend, fresh, self.cfg.examine))}
+        for p in fresh:
+            if own[id(p)].status == STATUS_OK:
+                seen[p.image_id] = own[id(p)]
+                seen.move_to_end(p.image_id)
+        while len(seen) > self.SEEN_MAX:
+            seen.popitem(last=False)
+        rows = [own.get(id(p)) or replace(seen[p.image_id], uri=p.uri, decode_s=p.decode_s, scan_s=0.0, zoom_s=0.0)
+                for p in prepared]
         return rows_to_table(rows, batch.column("extra").to_pylist())
 
 

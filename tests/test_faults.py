@@ -63,3 +63,20 @@ def test_ten_thousand_images_five_percent_corrupt(ray_local, tmp_path):
 def _scan_only():
     from zoomin_core.stages import ExamineConfig
     return ExamineConfig(stages="scan")
+
+
+def test_identical_bytes_under_different_keys_are_scored_once(ray_local, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"{i}.jpg").write_bytes(_small_jpeg(i))
+    for name in ("copy_a.jpg", "sub_copy_b.jpg", "zz_copy_c.jpg"):
+        (src / name).write_bytes(_small_jpeg(3))
+    s = run_scan(str(src), str(tmp_path / "out"), JobConfig(backend="fake"), RayConfig(progress=False))
+    assert s.complete and s.rows == 8
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_results(tmp_path / "out").to_pylist()}
+    group = [rows[n] for n in ("3.jpg", "copy_a.jpg", "sub_copy_b.jpg", "zz_copy_c.jpg")]
+    assert len({r["image_id"] for r in group}) == 1
+    assert all((r["verdict"], r["score"], r["boxes"], r["rationale"]) ==
+               (group[0]["verdict"], group[0]["score"], group[0]["boxes"], group[0]["rationale"]) for r in group)
+    assert sum(r["scan_s"] == 0.0 for r in group) == 3  # examined once, shared three times
