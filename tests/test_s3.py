@@ -176,3 +176,43 @@ def test_weights_from_s3_are_cached_per_node(ray_local, s3, tmp_path, capsys):
     assert main(["scan", "--out", f"s3://{out}/w2", "--model", f"s3://{bucket}/nothing/",
                  "--endpoint-url", s3.endpoint]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_sigkill_then_resume_on_s3(s3):
+    """The resume of test_runs.py, with sources and results on S3 (no rename there: each
+    results object appears whole when its upload completes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    src, out = s3.bucket("src"), s3.bucket("out")
+    keys = [f"p/{i:04d}.jpg" for i in range(200)]
+    put_many(s3.client, src, dict(zip(keys, _images(len(keys)))))
+    cmd = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))",
+           "scan", f"s3://{src}/p/", "--out", f"s3://{out}/r", "--backend", "fake", "--no-progress",
+           "--num-cpus", "2", "--rows-per-file", "8", "--batch-size", "4", "--endpoint-url", s3.endpoint]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(root))
+
+    def parts():
+        got = s3.client.list_objects_v2(Bucket=out, Prefix="r/").get("Contents", [])
+        return {o["Key"]: o["ETag"] for o in got if o["Key"].endswith(".parquet")}
+
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(parts()) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = parts()
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "resume" in r.stdout
+    rows = _results(s3, f"s3://{out}/r")
+    assert sorted(x["uri"] for x in rows) == sorted(f"s3://{src}/{k}" for k in keys)
+    after = parts()
+    assert all(after.get(k) == etag for k, etag in first.items())  # committed objects untouched
