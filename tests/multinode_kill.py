@@ -1,0 +1,53 @@
+"""A scan on a local three-node Ray cluster (head + two workers, separate raylet processes)
+during which one worker node is killed. Run as a script by tests/test_faults.py, in its own
+process (the test session already has a Ray cluster of its own).
+
+    python tests/multinode_kill.py SRC OUT
+Prints one JSON line: the summary and whether the node was killed mid-run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def main(src: str, out: str) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from jobs.pipeline import JobConfig
+    from jobs.scan import RayConfig, run_scan
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    victim = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR")
+    state = {"killed_at_files": None}
+
+    def killer():
+        while len(list(Path(out).glob("part-*.parquet"))) < 2:
+            time.sleep(0.05)
+        state["killed_at_files"] = len(list(Path(out).glob("part-*.parquet")))
+        cluster.remove_node(victim, allow_graceful=False)  # SIGKILL its raylet and workers
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    # Two half-CPU actors: after the kill, the two remaining CPUs still hold them and a decode task.
+    s = run_scan(src, out, JobConfig(backend="fake"),
+                 RayConfig(address=cluster.address, actors=2, actor_cpus=0.5, batch_size=4, progress=False),
+                 rows_per_file=8)
+    print(json.dumps({"rows": s.rows, "unique": s.unique_uris, "inputs": s.inputs, "complete": s.complete,
+                      "killed_at_files": state["killed_at_files"], "alive_nodes":
+                      sum(1 for n in ray.nodes() if n["Alive"])}))
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
