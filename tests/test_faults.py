@@ -10,7 +10,7 @@ from jobs.scan import RayConfig, run_scan
 from jobs.sinks import read_results
 from tests.conftest import BAD_INPUTS, write_bad_inputs
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]  # multi-node: its own cluster, in a subprocess
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _small_jpeg(i: int) -> bytes:
