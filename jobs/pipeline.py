@@ -31,7 +31,7 @@ PREPARED_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("uri", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("view", pa.binary()), ("view_h", pa.int32()),
     ("view_w", pa.int32()), ("scale_x", pa.float64()), ("scale_y", pa.float64()),
-    ("data", pa.large_binary()), ("decode_s", pa.float64()), ("extra", pa.string()),
+    ("data", pa.large_binary()), ("decode_s", pa.float64()), ("nbytes", pa.int64()), ("extra", pa.string()),
 ])
 
 
@@ -63,7 +63,8 @@ def _prepared_to_arrow(ps: list[Prepared], extras: list[Optional[str]]) -> pa.Ta
         "view_w": [p.view.pixels.shape[1] if p.view is not None else 0 for p in ps],
         "scale_x": [p.view.scale_x if p.view is not None else 1.0 for p in ps],
         "scale_y": [p.view.scale_y if p.view is not None else 1.0 for p in ps],
-        "data": [p.data for p in ps], "decode_s": [p.decode_s for p in ps], "extra": extras,
+        "data": [p.data for p in ps], "decode_s": [p.decode_s for p in ps], "nbytes": [p.nbytes for p in ps],
+        "extra": extras,
     }
     return pa.Table.from_pydict(cols, schema=PREPARED_SCHEMA)
 
@@ -76,7 +77,7 @@ def _arrow_to_prepared(t: pa.Table) -> list[Prepared]:
             px = np.frombuffer(r["view"], np.uint8).reshape(r["view_h"], r["view_w"], 3)
             view = View(px, r["scale_x"], r["scale_y"])
         out.append(Prepared(r["image_id"], r["uri"], r["status"], r["error"], r["width"],
-                            r["height"], view, r["data"], r["decode_s"]))
+                            r["height"], view, r["data"], r["decode_s"], r["nbytes"]))
     return out
 
 

@@ -38,7 +38,7 @@ class RunStart:
     run_id: str
     mode: str                                   # new | resume | incremental | rescan | overwrite
     job: dict
-    done: set = field(default_factory=set)      # uris already in the output
+    done: dict = field(default_factory=dict)    # uri -> nbytes of the rows already in the output
     notes: list = field(default_factory=list)   # what the user should know (model changed, ...)
 
 
@@ -102,7 +102,8 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
         fs.rm(out.path, recursive=True)
         run.mode = "rescan" if rescan and not overwrite else ("overwrite" if overwrite else run.mode)
     if run.mode in ("resume", "incremental"):
-        run.done = set(read_results(out.uri, ["uri"], out.storage).column("uri").to_pylist())
+        t = read_results(out.uri, ["uri", "nbytes"], out.storage)
+        run.done = dict(zip(t.column("uri").to_pylist(), t.column("nbytes").to_pylist()))
     fs.makedirs(out.path, exist_ok=True)
     write_record(out, {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": job,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -110,7 +111,18 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
     return run
 
 
-def remaining(units: pa.Table, done: set) -> pa.Table:
+def changed(units: pa.Table, done: dict) -> list[str]:
+    """Objects whose listed size differs from the bytes their row was made from: content
+    replaced under the same key since it was scanned (incremental runs report these)."""
+    out = []
+    for uri, size, kind in zip(units.column("uri").to_pylist(), units.column("size").to_pylist(),
+                               units.column("kind").to_pylist()):
+        if kind == KIND_FILE and size is not None and size >= 0 and done.get(uri) and done[uri] != size:
+            out.append(uri)
+    return out
+
+
+def remaining(units: pa.Table, done) -> pa.Table:
     """The plan minus what is done. Objects: dropped when their uri has a row. Shards: dropped
     when the shard has a row of its own (it could not be read); otherwise its finished members
     are listed in `skip`, and the reader passes over them."""

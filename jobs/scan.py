@@ -74,6 +74,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     uris = units.column("uri").to_pylist()
     shards = {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)}
     todo = runs.remaining(units, run.done)
+    moved = runs.changed(units, run.done)
+    if moved:  # not rescanned: a second row for the same uri would duplicate it
+        run.notes.append(f"{len(moved)} object(s) changed size since their row was made (e.g. {moved[0]}); "
+                         "their rows are kept - pass --rescan to redo them")
     for note in run.notes:
         print(f"zoomin: note: {note}", flush=True)
     if run.done:

@@ -157,9 +157,10 @@ def prepare(item: ImageInput, cfg: DecodeConfig = DecodeConfig()) -> Prepared:
             rgb = rgb.resize((vw, vh), Image.Resampling.BILINEAR)
         view = View(np.asarray(rgb, dtype=np.uint8), scale_x=width / vw, scale_y=height / vh)
     except DecodeError as e:
-        return Prepared(image_id, item.uri, e.status, e.message, decode_s=time.perf_counter() - t0)
+        return Prepared(image_id, item.uri, e.status, e.message, decode_s=time.perf_counter() - t0,
+                        nbytes=len(item.data))
     return Prepared(image_id, item.uri, STATUS_OK, None, width, height, view, item.data,
-                    decode_s=time.perf_counter() - t0)
+                    decode_s=time.perf_counter() - t0, nbytes=len(item.data))
 
 
 def decode_full(data: bytes, cfg: DecodeConfig = DecodeConfig()) -> np.ndarray:

@@ -101,6 +101,7 @@ class Prepared:
     view: Optional[View] = None
     data: Optional[bytes] = None
     decode_s: float = 0.0
+    nbytes: int = 0                  # size of the input's bytes (0 when they could not be read)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class ResultRow:
     decode_s: float = 0.0
     scan_s: float = 0.0
     zoom_s: float = 0.0
+    nbytes: int = 0                        # size of the input's bytes (0 when unreadable)
     prompt_version: Optional[str] = None   # the prompt templates' version (vlm backends)
     raw: Optional[str] = None              # the model's own text as JSON, with --keep-raw
 
@@ -162,4 +164,4 @@ class ResultRow:
             image_id=prepared.image_id, uri=prepared.uri, status=status, error=error,
             width=prepared.width or None, height=prepared.height or None, verdict=None,
             score=None, initial_verdict=None, initial_score=None, model=model, stages=stages,
-            decode_s=prepared.decode_s, prompt_version=prompt_version, raw=raw)
+            decode_s=prepared.decode_s, nbytes=prepared.nbytes, prompt_version=prompt_version, raw=raw)

@@ -33,6 +33,7 @@ RESULT_SCHEMA = pa.schema([
     pa.field("decode_s", pa.float32()),                  # seconds per image in each stage
     pa.field("scan_s", pa.float32()),
     pa.field("zoom_s", pa.float32()),
+    pa.field("nbytes", pa.int64()),                      # size of the image's bytes (0 if unreadable)
     pa.field("prompt_version", pa.string()),             # prompt templates' version (vlm backends)
     pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw)
     pa.field("extra", pa.string()),                      # JSON of columns carried from a manifest/shard

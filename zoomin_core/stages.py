@@ -190,7 +190,7 @@ def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
         height=p.height, verdict=v.verdict, score=float(v.score), initial_verdict=s.initial_verdict,
         initial_score=float(s.initial_score), boxes=tuple(geometry.to_int(b) for b in boxes),
         explanation=s.explanation, rationale=v.rationale, model=model, stages=cfg.stages,
-        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, prompt_version=prompts, raw=raw)
+        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, nbytes=p.nbytes, prompt_version=prompts, raw=raw)
 
 
 def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list[ResultRow]:
