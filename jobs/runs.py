@@ -101,6 +101,8 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
     if files and (overwrite or rescan):
         fs.rm(out.path, recursive=True)
         run.mode = "rescan" if rescan and not overwrite else ("overwrite" if overwrite else run.mode)
+    if run.mode == "resume":
+        _wait_until_quiet(out)
     if run.mode in ("resume", "incremental"):
         t = read_results(out.uri, ["uri", "nbytes"], out.storage)
         run.done = dict(zip(t.column("uri").to_pylist(), t.column("nbytes").to_pylist()))
@@ -120,6 +122,20 @@ def changed(units: pa.Table, done: dict) -> list[str]:
         if kind == KIND_FILE and size is not None and size >= 0 and done.get(uri) and done[uri] != size:
             out.append(uri)
     return out
+
+
+def _wait_until_quiet(out: Output, quiet_s: float = 3.0, limit_s: float = 60.0) -> None:
+    """A killed run's workers may still be finishing a results file for a moment: wait until
+    the output has not changed for `quiet_s` before reading what is done."""
+    t_end, last, since = time.time() + limit_s, None, time.time()
+    while time.time() < t_end:
+        now = sorted(result_files(out))
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+        out.fs.invalidate_cache()
 
 
 def remaining(units: pa.Table, done) -> pa.Table:
@@ -142,6 +158,3 @@ def remaining(units: pa.Table, done) -> pa.Table:
     t = units.take(pa.array(keep, pa.int64()))
     return t.set_column(t.schema.get_field_index("skip"), "skip", pa.array(skips, pa.string()))
 
-
-def files_of(out: Output) -> list[str]:
-    return result_files(out)
