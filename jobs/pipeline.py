@@ -20,6 +20,7 @@ from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
 
 from .plan import Plan
+from .quarantine import CrashGuard
 from .sources import KIND_PARQUET, KIND_TAR, SourceConfig, iter_inputs
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,10 @@ class Examiner(_ModelActor):
                 fresh.append(p)
                 if p.status == STATUS_OK:
                     first[p.image_id] = p
-        own = {id(p): r for p, r in zip(fresh, examine(self.backend, fresh, self.cfg.examine))}
+        guard = self.__dict__.get("guard") or self.__dict__.setdefault("guard", CrashGuard())
+        rows_fresh = guard.examine(fresh, lambda ps: examine(self.backend, ps, self.cfg.examine),
+                                   self.backend.model_id, self.cfg.examine.stages)
+        own = {id(p): r for p, r in zip(fresh, rows_fresh)}
         for p in fresh:
             if own[id(p)].status == STATUS_OK:
                 seen[p.image_id] = own[id(p)]

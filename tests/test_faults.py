@@ -104,3 +104,21 @@ def test_a_worker_node_killed_mid_scan_costs_time_not_rows(tmp_path):
     assert result["complete"] and result["rows"] == result["unique"] == 400
     uris = read_results(tmp_path / "out", ["uri"]).column("uri").to_pylist()
     assert sorted(uris) == sorted(str(p) for p in src.iterdir())
+
+
+def test_an_image_that_kills_the_model_process_is_isolated(ray_local, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        buf = io.BytesIO()
+        Image.new("RGB", (30, 24), (20 + i, 30, 40)).save(buf, "JPEG")
+        (src / f"dark_{i:02d}.jpg").write_bytes(buf.getvalue())
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 24), (250, 250, 250)).save(buf, "JPEG")
+    (src / "poison.jpg").write_bytes(buf.getvalue())
+    cfg = JobConfig(backend="fake", backend_options={"crash_on_mean_above": 0.9})
+    s = run_scan(str(src), str(tmp_path / "out"), cfg, RayConfig(progress=False, batch_size=4))
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_results(tmp_path / "out").to_pylist()}
+    assert s.complete and len(rows) == 13
+    assert rows["poison.jpg"]["status"] == "model_error" and "died" in rows["poison.jpg"]["error"]
+    assert all(r["status"] == "ok" for n, r in rows.items() if n != "poison.jpg")

@@ -4,7 +4,8 @@ Its answers are a pure function of the pixels, so the same image always gets the
 the box is the brightest quarter of the view, the score is the mean brightness of the crops.
 Setting `fail_on_mean_above` makes it raise on matching images, to exercise error rows;
 `crash_once_marker` makes the process holding it die (as an out-of-memory kill would) at its
-first scan if that file does not exist yet, creating it, to exercise actor replacement.
+first scan if that file does not exist yet, creating it, to exercise actor replacement;
+`crash_on_mean_above` makes it die on every batch holding a matching image (a poison image).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None,
-                 crash_once_marker: Optional[str] = None):
+                 crash_once_marker: Optional[str] = None, crash_on_mean_above: Optional[float] = None):
         self.fail_on_mean_above = fail_on_mean_above
         self.crash_once_marker = crash_once_marker
+        self.crash_on_mean_above = crash_on_mean_above
 
     @property
     def model_id(self) -> str:
@@ -36,6 +38,9 @@ class FakeBackend:
         if self.crash_once_marker and not os.path.exists(self.crash_once_marker):
             open(self.crash_once_marker, "w").close()
             os._exit(137)  # no cleanup, no exception: the process is simply gone
+        if self.crash_on_mean_above is not None and any(
+                v.pixels.mean() / 255 > self.crash_on_mean_above for v in views):
+            os._exit(139)  # as a segfault in native code would, every time
         out = []
         for v in views:
             self._check(v.pixels)
