@@ -170,8 +170,10 @@ class Scanner(_ModelActor):
     """Model actor of the scan stage (split plans)."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _pack(scan_stage(self.backend, _arrow_to_prepared(batch), self.cfg.examine),
-                     batch.column("extra").to_pylist())
+        guard = self.__dict__.get("guard") or self.__dict__.setdefault("guard", CrashGuard())
+        items = guard.examine(_arrow_to_prepared(batch), lambda ps: scan_stage(self.backend, ps, self.cfg.examine),
+                              self.backend.model_id, self.cfg.examine.stages)
+        return _pack(items, batch.column("extra").to_pylist())
 
 
 def cut_crops(batch: pa.Table, cfg: JobConfig) -> pa.Table:
@@ -185,7 +187,10 @@ class Zoomer(_ModelActor):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         items, extras = _unpack(batch)
-        return rows_to_table(zoom_stage(self.backend, items, self.cfg.examine), extras)
+        guard = self.__dict__.get("guard") or self.__dict__.setdefault("guard", CrashGuard())
+        rows = guard.examine(items, lambda its: zoom_stage(self.backend, its, self.cfg.examine),
+                             self.backend.model_id, self.cfg.examine.stages)
+        return rows_to_table(rows, extras)
 
 
 def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from zoomin_core.records import STATUS_MODEL_ERROR, Prepared, ResultRow
+from zoomin_core.records import STATUS_MODEL_ERROR, ResultRow
 
 POISON_MESSAGE = ("the model process died while examining this image alone, twice in a row counting "
                   "its batch (a crash in native code or an out-of-memory kill); it was not examined again")
@@ -49,14 +49,15 @@ class CrashGuard:
                                    "suspects": sorted(self.suspects)}))
         os.replace(tmp, self.path)
 
-    def examine(self, prepared: Sequence[Prepared], fn: Callable[[list[Prepared]], list[ResultRow]],
-                model: str, stages: str) -> list[ResultRow]:
-        """fn over `prepared`, one row per input in order, keeping known poison away from fn."""
-        rows: dict[int, ResultRow] = {}
+    def examine(self, prepared: Sequence, fn: Callable[[list], list], model: str, stages: str) -> list:
+        """fn over `prepared` (Prepared, or stages.Scanned / finished rows between split stages),
+        one result per input in order, keeping known poison away from fn."""
+        rows: dict[int, object] = {}
         batch, alone = [], []
         for i, p in enumerate(prepared):
             if p.image_id in self.poison:
-                rows[i] = ResultRow.failed(p, STATUS_MODEL_ERROR, POISON_MESSAGE, model, stages)
+                rows[i] = ResultRow.failed(getattr(p, "prepared", p), STATUS_MODEL_ERROR, POISON_MESSAGE,
+                                           model, stages)
             elif p.image_id in self.suspects:
                 alone.append(i)
             else:

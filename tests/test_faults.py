@@ -106,7 +106,8 @@ def test_a_worker_node_killed_mid_scan_costs_time_not_rows(tmp_path):
     assert sorted(uris) == sorted(str(p) for p in src.iterdir())
 
 
-def test_an_image_that_kills_the_model_process_is_isolated(ray_local, tmp_path):
+@pytest.mark.parametrize("split", [False, True])
+def test_an_image_that_kills_the_model_process_is_isolated(ray_local, tmp_path, split):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(12):
@@ -117,7 +118,7 @@ def test_an_image_that_kills_the_model_process_is_isolated(ray_local, tmp_path):
     Image.new("RGB", (30, 24), (250, 250, 250)).save(buf, "JPEG")
     (src / "poison.jpg").write_bytes(buf.getvalue())
     cfg = JobConfig(backend="fake", backend_options={"crash_on_mean_above": 0.9})
-    s = run_scan(str(src), str(tmp_path / "out"), cfg, RayConfig(progress=False, batch_size=4))
+    s = run_scan(str(src), str(tmp_path / "out"), cfg, RayConfig(progress=False, batch_size=4, split_stages=split))
     rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_results(tmp_path / "out").to_pylist()}
     assert s.complete and len(rows) == 13
     assert rows["poison.jpg"]["status"] == "model_error" and "died" in rows["poison.jpg"]["error"]

@@ -95,6 +95,10 @@ class Scanned:
     crops: list | None = None        # Crop list once cut (crop_stage)
     crop_s: float = 0.0
 
+    @property
+    def image_id(self) -> str:
+        return self.prepared.image_id
+
 
 Staged = ResultRow | Scanned
 
