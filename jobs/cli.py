@@ -6,6 +6,7 @@
   zoomin synth --out DIR                 make a labelled set offline (real + generated images)
   zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
   zoomin evaluate RESULTS --labels L     metrics of a labelled scan
+  zoomin submit --address URL -- scan .. the same on a running Ray cluster, through its Jobs API
 
 Local:    zoomin scan ./photos --out ./results
 Cluster:  zoomin scan /mnt/archive --out /mnt/results --address auto
@@ -286,19 +287,51 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _add_submit(sub) -> None:
+    p = sub.add_parser("submit", help="run a zoomin command as a job on a running Ray cluster (Ray Jobs API)",
+                       description="Submit `zoomin COMMAND ...` (given after '--') to a Ray cluster through its "
+                                   "Jobs API. The job carries this version of zoomin; paths are read on the cluster.")
+    p.add_argument("--address", required=True, help="the cluster's dashboard / Jobs API, e.g. http://head:8265")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit with its status")
+    p.add_argument("--wait", action="store_true", help="wait until the job ends (no logs); exit with its status")
+    p.add_argument("--submission-id", default=None, help="the job's id (default: chosen by Ray)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the job (repeatable)")
+    p.add_argument("job", nargs=argparse.REMAINDER, help="-- followed by the zoomin command, e.g. -- scan SRC --out DST")
+
+
+def cmd_submit(a) -> int:
+    from .submit import SubmitError, submit
+    command = a.job[1:] if a.job[:1] == ["--"] else a.job
+    try:
+        env = dict(kv.split("=", 1) for kv in a.env)
+    except ValueError:
+        print("zoomin submit: error: --env takes KEY=VALUE", file=sys.stderr)
+        return 2
+    try:
+        return submit(a.address, command, follow=a.follow, wait=a.wait, submission_id=a.submission_id, env_vars=env)
+    except SubmitError as e:
+        print(f"zoomin submit: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoomin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_scan, _add_report, _add_synth, _add_train, _add_evaluate):
+    for add in (_add_scan, _add_report, _add_synth, _add_train, _add_evaluate, _add_submit):
         add(sub)
-    a = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     # synth and train are long and quiet otherwise: show their progress by default.
     logging.basicConfig(level=logging.INFO if a.verbose or a.command in ("synth", "train") else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
-            "evaluate": cmd_evaluate}[a.command](a)
+            "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command](a)
 
 
 if __name__ == "__main__":

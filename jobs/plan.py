@@ -58,11 +58,13 @@ class Plan:
 
 def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Optional[float] = None,
               gpus_per_actor: float = 0.0, batch_size: Optional[int] = None,
-              split: Optional[bool] = None) -> Plan:
+              split: Optional[bool] = None, node_cpus: Optional[float] = None) -> Plan:
     """resources: Ray's cluster_resources() map ({"CPU": 8.0, "GPU": 1.0, ...}).
+    node_cpus: CPUs of the largest node (an actor cannot span nodes); default: all of them.
     split: separate scan and zoom pools (default: on when the actors use GPUs)."""
     cpus = float(resources.get("CPU", 0))
     gpus = float(resources.get("GPU", 0))
+    node_cpus = float(node_cpus or cpus)
     if cpus <= 0:
         raise PlanError("the cluster reports no CPUs")
     if gpus_per_actor < 0 or gpus_per_actor > 1 and gpus_per_actor != int(gpus_per_actor):
@@ -76,6 +78,9 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
         # Small machines (fewer than 4 CPUs): one actor gets everything but the reserve, so the
         # model uses all cores the decode tasks leave free; larger ones: 1 CPU per actor.
         actor_cpus = 1.0 if cpus >= 4 else cpus - reserve
+        if node_cpus < cpus and actor_cpus > node_cpus - 0.25:
+            # Several small nodes: an actor cannot span them, and its node must keep room for a decode task.
+            actor_cpus = max(0.25, node_cpus / 2)
     if actors is None:
         if gpus_per_actor > 0:
             actors = int(gpus // gpus_per_actor)
@@ -83,6 +88,9 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
             actors = max(1, int((cpus - reserve) // actor_cpus))
     if actors < 1:
         raise PlanError("the plan has no model actors: not enough GPUs for --gpus-per-actor")
+    if actor_cpus > node_cpus + 1e-9:
+        raise PlanError(f"an actor of {actor_cpus:g} CPUs fits on no node (the largest has {node_cpus:g}); "
+                        "use a smaller --actor-cpus")
     if gpus_per_actor > 0 and actors * gpus_per_actor > gpus + 1e-9:
         raise PlanError(f"{actors} actors x {gpus_per_actor:g} GPU need more than the cluster's {gpus:g} GPUs")
     left = cpus - actors * actor_cpus

@@ -40,8 +40,10 @@ def _init_ray(rc: RayConfig):
     if ray.is_initialized():
         return ray
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if rc.address:
-        ray.init(address=rc.address, **kwargs)
+    # A job submitted through the Jobs API finds its cluster in RAY_ADDRESS.
+    address = rc.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
     return ray
@@ -86,8 +88,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     ray = _init_ray(rc)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = rc.progress
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
     plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
-                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages)
+                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
+                     node_cpus=node_cpus)
     what = f"{len(uris)} object(s)" + (f" ({len(shards)} shard(s))" if shards else "")
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)

@@ -51,3 +51,13 @@ def test_gpu_plans_split_scan_and_zoom_pools_by_default():
     assert not make_plan({"CPU": 16, "GPU": 1}, gpus_per_actor=1, split=False).split
     cpu = make_plan({"CPU": 2})
     assert not cpu.split and make_plan({"CPU": 2}, split=True).pool_cpus == 0.75
+
+
+
+def test_actors_fit_on_a_node():
+    """Two 1-CPU nodes: 2 CPUs in all, but no actor may ask for 1.5 of them (it would wait forever)."""
+    p = make_plan({"CPU": 2.0}, node_cpus=1.0)
+    assert p.actor_cpus <= 0.75 and p.actors >= 1
+    assert make_plan({"CPU": 2.0}).actor_cpus == 1.5  # one 2-CPU node: as before
+    with pytest.raises(PlanError, match="fits on no node"):
+        make_plan({"CPU": 16.0}, node_cpus=4.0, actor_cpus=6.0)
