@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from zoomin_core.schema import RESULT_SCHEMA
 
-from .storage import StorageConfig, _is_local, filesystem, full_uri
+from .storage import StorageConfig, filesystem, full_uri, is_local_fs
 
 RUN_RECORD = "_run.json"   # leading underscore: Parquet readers skip it
 TMP_DIR = "_tmp"
@@ -83,7 +83,7 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
                 return 0
             table = pa.concat_tables(tables)
             step = rows_per_file or table.num_rows
-            fs, local = out.fs, _is_local(out.fs)
+            fs, local = out.fs, is_local_fs(out.fs)
             for i, start in enumerate(range(0, table.num_rows, step)):
                 name = f"part-{run_id}-{ctx.task_idx:06d}-{i:04d}.parquet"
                 _write_table(fs, out.join(name), table.slice(start, step), local, out.join(TMP_DIR))
@@ -92,7 +92,7 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
         def on_write_complete(self, write_result) -> None:
             self.rows_written = int(write_result.num_rows)
             fs = out.fs
-            if _is_local(fs) and fs.exists(out.join(TMP_DIR)):
+            if is_local_fs(fs) and fs.exists(out.join(TMP_DIR)):
                 fs.rm(out.join(TMP_DIR), recursive=True)
 
     return ParquetResults()

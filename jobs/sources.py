@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from zoomin_core.records import STATUS_TOO_LARGE, STATUS_UNSUPPORTED, ImageInput
 
-from .storage import StorageConfig, _is_local, filesystem, full_uri, is_remote, redact, retrying
+from .storage import StorageConfig, filesystem, full_uri, is_local_fs, is_remote, redact, retrying
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
@@ -95,7 +95,7 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
             plan.root = path
             if hasattr(fs, "_iterdir"):  # s3fs: page by page, keeping only keys and sizes
                 _s3_keys(fs, path, plan.add)
-            elif _is_local(fs):
+            elif is_local_fs(fs):
                 _local_files(path, plan.add)
             else:
                 plan.add_infos(fs.find(path, withdirs=False, detail=True))

@@ -133,12 +133,12 @@ def filesystem(uri: str, cfg: Optional[StorageConfig] = None):
 
 def full_uri(fs, path: str) -> str:
     """The URI of `path` in `fs`, as written to output rows: s3://bucket/key or an absolute path."""
-    if _is_local(fs):
+    if is_local_fs(fs):
         return path
     return fs.unstrip_protocol(path)
 
 
-def _is_local(fs) -> bool:
+def is_local_fs(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 

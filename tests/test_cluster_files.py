@@ -84,7 +84,7 @@ def test_aws_launcher_config_matches_rays_schema():
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 def test_dockerfile_installs_torch_first_and_everything_at_build_time(variant):
     text = (CLUSTER / "Dockerfile").read_text()
-    assert f"FROM base-${{VARIANT}}" in text and f"AS base-{variant}" in text
+    assert "FROM base-${VARIANT}" in text and f"AS base-{variant}" in text
     torch_at = text.index("${TORCH_SPEC}")
     assert torch_at < text.index('pip install --no-cache-dir ".[ray,s3,vlm]"')
     assert "TORCH_SPEC=\"torch==2.13.0\"" in text
