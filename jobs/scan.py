@@ -71,6 +71,14 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
     check_model(cfg.model, storage, cfg.backend)
     output = open_output(out, storage)
+    # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.
+    ray = _init_ray(rc)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = rc.progress
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
+    plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
+                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
+                     node_cpus=node_cpus)
     run = runs.begin(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()
@@ -85,13 +93,6 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     if run.done:
         print(f"zoomin: {run.mode}: {len(run.done)} row(s) already in {output.uri}; "
               f"{todo.num_rows} of {units.num_rows} input(s) left to scan", flush=True)
-    ray = _init_ray(rc)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = rc.progress
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
-    plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
-                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
-                     node_cpus=node_cpus)
     what = f"{len(uris)} object(s)" + (f" ({len(shards)} shard(s))" if shards else "")
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)

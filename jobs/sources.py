@@ -285,9 +285,9 @@ def iter_inputs(unit: dict, cfg: SourceConfig) -> Iterator[tuple[ImageInput, Opt
         yield read_object(unit["uri"], unit["size"], cfg), unit["extra"]
         return
     if unit["kind"] == KIND_REFUSED:
-        yield ImageInput(unit["uri"], None, "refused: the manifest points outside the allowed roots "
-                         f"({', '.join(cfg.allow_roots) or 'its own bucket or folder'}); allow it with --allow-root"
-                         ), unit["extra"]
+        roots = ", ".join(cfg.allow_roots) or "for local files, the manifest's own folder"
+        yield ImageInput(unit["uri"], None, f"refused: the manifest points outside the allowed roots ({roots}); "
+                         "allow it with --allow-root"), unit["extra"]
         return
     reader = _tar_members if unit["kind"] == KIND_TAR else _parquet_rows
     # Members already yielded (a retry after a broken stream skips them) or done by an earlier run.
