@@ -99,7 +99,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     t0 = time.perf_counter()
     sink = make_parquet_sink(output, rows_per_file, run.run_id)
     if todo.num_rows:
-        build(todo, cfg, plan).write_datasink(sink)
+        # Write tasks take no CPU slot: they are light, and one waiting for a CPU held by a decode
+        # task that waits for the writes to drain its output deadlocked a small cluster that had
+        # just lost a node (seen in the three-node test).
+        build(todo, cfg, plan).write_datasink(sink, ray_remote_args={"num_cpus": 0})
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
                       seconds=time.perf_counter() - t0, plan=plan.describe(), backend=cfg.backend,
