@@ -118,6 +118,8 @@ class _ModelActor:
         model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
         self.backend = load_backend(cfg.backend, model, **options)
         self.cfg = cfg
+        # Built here, in the actor's process: a restarted actor reads what its predecessor left.
+        self.guard = CrashGuard()
 
 
 class Examiner(_ModelActor):
@@ -127,27 +129,30 @@ class Examiner(_ModelActor):
 
     SEEN_MAX = 20_000   # results remembered per actor (a row is about a kilobyte)
 
+    def __init__(self, cfg: JobConfig, plan: Plan):
+        super().__init__(cfg, plan)
+        self.seen: OrderedDict = OrderedDict()   # image_id -> its row, oldest first
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
-        seen: OrderedDict = self.__dict__.setdefault("seen", OrderedDict())
+        seen = self.seen
         fresh, first = [], {}
         for p in prepared:
             if p.status != STATUS_OK or (p.image_id not in seen and p.image_id not in first):
                 fresh.append(p)
                 if p.status == STATUS_OK:
                     first[p.image_id] = p
-        guard = self.__dict__.get("guard") or self.__dict__.setdefault("guard", CrashGuard())
-        rows_fresh = guard.examine(fresh, lambda ps: examine(self.backend, ps, self.cfg.examine),
+        rows_fresh = self.guard.examine(fresh, lambda ps: examine(self.backend, ps, self.cfg.examine),
                                    self.backend.model_id, self.cfg.examine.stages)
         own = {id(p): r for p, r in zip(fresh, rows_fresh)}
         for p in fresh:
             if own[id(p)].status == STATUS_OK:
                 seen[p.image_id] = own[id(p)]
                 seen.move_to_end(p.image_id)
-        while len(seen) > self.SEEN_MAX:
-            seen.popitem(last=False)
         rows = [own.get(id(p)) or replace(seen[p.image_id], uri=p.uri, decode_s=p.decode_s, scan_s=0.0, zoom_s=0.0)
                 for p in prepared]
+        while len(seen) > self.SEEN_MAX:  # trimmed only now: this batch's copies may need the oldest
+            seen.popitem(last=False)
         return rows_to_table(rows, batch.column("extra").to_pylist())
 
 
@@ -170,8 +175,7 @@ class Scanner(_ModelActor):
     """Model actor of the scan stage (split plans)."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        guard = self.__dict__.get("guard") or self.__dict__.setdefault("guard", CrashGuard())
-        items = guard.examine(_arrow_to_prepared(batch), lambda ps: scan_stage(self.backend, ps, self.cfg.examine),
+        items = self.guard.examine(_arrow_to_prepared(batch), lambda ps: scan_stage(self.backend, ps, self.cfg.examine),
                               self.backend.model_id, self.cfg.examine.stages)
         return _pack(items, batch.column("extra").to_pylist())
 
@@ -187,8 +191,7 @@ class Zoomer(_ModelActor):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         items, extras = _unpack(batch)
-        guard = self.__dict__.get("guard") or self.__dict__.setdefault("guard", CrashGuard())
-        rows = guard.examine(items, lambda its: zoom_stage(self.backend, its, self.cfg.examine),
+        rows = self.guard.examine(items, lambda its: zoom_stage(self.backend, its, self.cfg.examine),
                              self.backend.model_id, self.cfg.examine.stages)
         return rows_to_table(rows, extras)
 

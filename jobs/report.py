@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from zoomin_core.decode import DecodeConfig, DecodeError, decode_full
 
 from .sinks import read_results
-from .sources import open_bytes
+from .sources import iter_bytes
 from .storage import StorageConfig
 
 THUMB = 320
@@ -34,11 +34,13 @@ td,th{{border:1px solid #ddd;padding:4px 8px;font-size:13px;text-align:left}}
 <div class="grid">{cards}</div><h2>Errors ({n_err})</h2>{errors}</body></html>"""
 
 
-def _thumbnail(uri: str, boxes: list[dict], storage: StorageConfig) -> str | None:
+def _thumbnail(data: bytes | None, boxes: list[dict]) -> str | None:
     """Data URI of a thumbnail with the boxes drawn (boxes are original pixels)."""
+    if data is None:
+        return None
     try:
-        pixels = decode_full(open_bytes(uri, storage), DecodeConfig())
-    except (OSError, ValueError, DecodeError):
+        pixels = decode_full(data, DecodeConfig())
+    except DecodeError:
         return None
     im = Image.fromarray(pixels)
     s = min(1.0, THUMB / max(im.size))
@@ -57,9 +59,12 @@ def write_report(results: str, out: str, limit: int = 500, storage: StorageConfi
     rows = read_results(results, storage=storage).to_pylist()
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["score"] or 0))
     bad = [r for r in rows if r["status"] != "ok"]
+    shown = ok[:limit]
+    boxes = {r["uri"]: r["boxes"] or [] for r in shown}
+    thumbs = {uri: _thumbnail(data, boxes[uri]) for uri, data in iter_bytes(boxes, storage)}
     cards = []
-    for r in ok[:limit]:
-        src = _thumbnail(r["uri"], r["boxes"] or [], storage)
+    for r in shown:
+        src = thumbs.get(r["uri"])
         img = f'<img src="{src}">' if src else "<p><i>image not readable from here</i></p>"
         first = f"first look: {r['initial_verdict']} ({r['initial_score']:.2f})" if r["initial_verdict"] else ""
         cls = "gen" if r["verdict"] == "generated" else "real"

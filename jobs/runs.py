@@ -40,6 +40,7 @@ class RunStart:
     job: dict
     done: dict = field(default_factory=dict)    # uri -> nbytes of the rows already in the output
     notes: list = field(default_factory=list)   # what the user should know (model changed, ...)
+    record: dict = field(default_factory=dict)  # the run record as written at the start
 
 
 def read_record(out: Output) -> Optional[dict]:
@@ -100,16 +101,16 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
                                  f"{job.get(key)!r}); earlier rows keep theirs (--rescan redoes them)")
     if files and (overwrite or rescan):
         fs.rm(out.path, recursive=True)
-        run.mode = "rescan" if rescan and not overwrite else ("overwrite" if overwrite else run.mode)
+        run.mode = "overwrite" if overwrite else "rescan"
     if run.mode == "resume":
         _wait_until_quiet(out)
     if run.mode in ("resume", "incremental"):
         t = read_results(out.uri, ["uri", "nbytes"], out.storage)
         run.done = dict(zip(t.column("uri").to_pylist(), t.column("nbytes").to_pylist()))
     fs.makedirs(out.path, exist_ok=True)
-    write_record(out, {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": job,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "already_done": len(run.done)})
+    run.record = {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": job,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "already_done": len(run.done)}
+    write_record(out, run.record)
     return run
 
 

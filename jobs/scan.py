@@ -109,8 +109,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
                       stages=cfg.examine.stages, mode=run.mode, new_rows=getattr(sink, "rows_written", 0),
                       notes=run.notes)
     summary = summarise(output, summary, uris, shards)
-    record = runs.read_record(output) or {}
-    runs.write_record(output, {**record, "state": "complete" if summary.complete else "incomplete",
+    runs.write_record(output, {**run.record, "state": "complete" if summary.complete else "incomplete",
                                "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                **summary_record(summary)})
     return summary

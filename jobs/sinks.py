@@ -109,7 +109,10 @@ def result_files(out: Output) -> list[str]:
 def read_results(path: str, columns: list[str] | None = None, storage: StorageConfig = StorageConfig()):
     """All result rows under `path` (folder or prefix) as one Arrow table with the declared schema."""
     out = open_output(str(path), storage)
-    files = result_files(out)
+    return _read_files(out, result_files(out), columns)
+
+
+def _read_files(out: Output, files: list[str], columns: list[str] | None):
     if not files:
         return RESULT_SCHEMA.empty_table().select(columns) if columns else RESULT_SCHEMA.empty_table()
     return pads.dataset(files, schema=RESULT_SCHEMA, format="parquet",
@@ -169,10 +172,11 @@ class Summary:
 
 
 def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set[str]) -> Summary:
-    t = read_results(out.uri, ["uri", "status", "verdict", "initial_verdict", "model"], out.storage)
+    files = result_files(out)  # listed once: on object stores a listing is a paged request
+    t = _read_files(out, files, ["uri", "status", "verdict", "initial_verdict", "model"])
     uris = t.column("uri").to_pylist()
     summary.rows = t.num_rows
-    summary.files = len(result_files(out))
+    summary.files = len(files)
     seen = set(uris)
     summary.unique_uris = len(seen)
     # A shard's rows carry "<shard>#<member>" (or the shard's own uri when it could not be read).

@@ -20,7 +20,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import pyarrow as pa
 
@@ -365,17 +365,33 @@ def _cell_input(uri: str, cell, cfg: SourceConfig) -> ImageInput:
     return ImageInput(uri, bytes(cell))
 
 
-def open_bytes(uri: str, storage: StorageConfig = StorageConfig()) -> bytes:
-    """The bytes behind an output row's uri (an object, a tar member or a Parquet row)."""
-    base, _, member = uri.partition("#") if is_remote(uri) or not Path(uri).exists() else (uri, "", "")
-    kind = _kind(base, "auto")
+def iter_bytes(uris: Iterable[str], storage: StorageConfig = StorageConfig()
+               ) -> Iterator[tuple[str, Optional[bytes]]]:
+    """(uri, bytes or None when unreadable) for output rows' uris - objects, tar members or
+    Parquet rows - in no particular order. Each shard is streamed once, however many of its
+    members are asked for."""
     cfg = SourceConfig(storage=storage)
-    if member and kind in (KIND_TAR, KIND_PARQUET):
-        want = f"{base}#{member}"
-        reader = _tar_members if kind == KIND_TAR else _parquet_rows
-        for _, item, _ in reader(base, cfg, set()):
-            if item.uri == want and item.data is not None:
-                return item.data
-        raise FileNotFoundError(uri)
-    fs, path = filesystem(uri, storage)
-    return fs.cat_file(path)
+    shards: dict[str, set] = {}
+    for uri in uris:
+        base, sep, _ = uri.rpartition("#")
+        if sep and _kind(base, "auto") != KIND_FILE and (is_remote(uri) or not Path(uri).exists()):
+            shards.setdefault(base, set()).add(uri)
+            continue
+        try:
+            fs, path = filesystem(uri, storage)
+            yield uri, fs.cat_file(path)
+        except (OSError, ValueError):
+            yield uri, None
+    for base, wanted in shards.items():
+        reader = _tar_members if _kind(base, "auto") == KIND_TAR else _parquet_rows
+        try:
+            for _, item, _ in reader(base, cfg, set()):
+                if item.uri in wanted:
+                    wanted.discard(item.uri)
+                    yield item.uri, item.data
+                    if not wanted:
+                        break
+        except Exception:  # noqa: BLE001 - a shard unreadable from here: its members stay unread
+            pass
+        for uri in wanted:
+            yield uri, None
