@@ -122,6 +122,12 @@ def _add_scan(sub) -> None:
     p.add_argument("--rows-per-file", type=int, default=None,
                    help="rows per output Parquet file: files hold at most this many, and write tasks gather "
                         "this many before writing (default: one file per block)")
+    p.add_argument("--stall-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="after a node of the cluster is lost, a scan that commits no results for this long is "
+                        "stopped and what is still missing is run again (Ray can leave a dead node's task "
+                        "unfinished); 0 turns this off (default 300)")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="most such restarts before the scan gives up, keeping what was committed (default 3)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _add_storage(p)
 
@@ -132,7 +138,7 @@ def cmd_scan(a) -> int:
     from .models import ModelError
     from .pipeline import JobConfig
     from .plan import PlanError
-    from .scan import RayConfig, run_scan
+    from .scan import RayConfig, ScanStalled, run_scan
     from .sinks import OutputError
     from .sources import SAMPLES_DIR, SourceConfig, SourceError
     from .storage import StorageError
@@ -163,13 +169,17 @@ def cmd_scan(a) -> int:
                         backend_options=options)
         rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress,
-                       split_stages={"auto": None, "on": True, "off": False}[a.split_stages])
+                       split_stages={"auto": None, "on": True, "off": False}[a.split_stages],
+                       stall_s=a.stall_timeout, max_restarts=a.max_restarts)
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest,
                            incremental=a.incremental, rescan=a.rescan)
     except (SourceError, OutputError, PlanError, ModelError, StorageError, CheckpointError, ValueError) as e:
         print(f"zoomin scan: error: {e}", file=sys.stderr)
         return 2
+    except ScanStalled as e:
+        print(f"zoomin scan: error: {e}", file=sys.stderr)
+        return 1
     except ConnectionError as e:  # --address given, no cluster answering there
         print(f"zoomin scan: error: cannot join the Ray cluster at {a.address!r}: {e}", file=sys.stderr)
         return 2

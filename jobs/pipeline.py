@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
 from zoomin_core.decode import prepare
-from zoomin_core.records import STATUS_OK, Prepared, View
+from zoomin_core.records import STATUS_OK, Prepared, ResultRow, View
 from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
 
+from . import dedupe
 from .plan import Plan
 from .quarantine import CrashGuard
 from .sources import KIND_PARQUET, KIND_TAR, SourceConfig, iter_inputs
@@ -124,45 +124,78 @@ class _ModelActor:
 
 class Examiner(_ModelActor):
     """Model actor: scans and zooms one batch per call (crops are cut here too). Identical bytes
-    under different keys (same image_id, the sha256 of the bytes) are examined once per actor:
-    later copies share the first one's result under their own uri."""
+    under different keys are examined once per run (dedupe.py): copies share the first one's row
+    under their own uri."""
 
-    SEEN_MAX = 20_000   # results remembered per actor (a row is about a kilobyte)
-
-    def __init__(self, cfg: JobConfig, plan: Plan):
+    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
         super().__init__(cfg, plan)
-        self.seen: OrderedDict = OrderedDict()   # image_id -> its row, oldest first
+        self.registry = dedupe.Client(registry, enroll=True)
+
+    def _examine(self, ps: list[Prepared]) -> list:
+        return self.guard.examine(ps, lambda b: examine(self.backend, b, self.cfg.examine),
+                                  self.backend.model_id, self.cfg.examine.stages)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
-        seen = self.seen
-        fresh, first = [], {}
-        for p in prepared:
-            if p.status != STATUS_OK or (p.image_id not in seen and p.image_id not in first):
-                fresh.append(p)
-                if p.status == STATUS_OK:
-                    first[p.image_id] = p
-        rows_fresh = self.guard.examine(fresh, lambda ps: examine(self.backend, ps, self.cfg.examine),
-                                   self.backend.model_id, self.cfg.examine.stages)
-        own = {id(p): r for p, r in zip(fresh, rows_fresh)}
-        for p in fresh:
-            if own[id(p)].status == STATUS_OK:
-                seen[p.image_id] = own[id(p)]
-                seen.move_to_end(p.image_id)
-        rows = [own.get(id(p)) or replace(seen[p.image_id], uri=p.uri, decode_s=p.decode_s, scan_s=0.0, zoom_s=0.0)
-                for p in prepared]
-        while len(seen) > self.SEEN_MAX:  # trimmed only now: this batch's copies may need the oldest
-            seen.popitem(last=False)
+        shared, pending = self.registry.claim(_ok_ids(prepared))
+        fresh, source = dedupe.split_batch(prepared, shared, pending)
+        rows: list = [None] * len(prepared)
+        _fill(rows, fresh, self._examine([prepared[k] for k in fresh]))
+        self.registry.publish(*_outcomes(prepared, rows, fresh))
+        _resolve(prepared, rows, source, shared, self.registry, self._examine)
         return rows_to_table(rows, batch.column("extra").to_pylist())
 
 
-# Between the split stages, items are our own records (stages.Scanned or a finished ResultRow),
+def _ok_ids(prepared: list[Prepared]) -> list[str]:
+    return sorted({p.image_id for p in prepared if p.status == STATUS_OK})
+
+
+def _fill(rows: list, at: list[int], values: list) -> None:
+    for k, v in zip(at, values):
+        rows[k] = v
+
+
+def _outcomes(prepared: list[Prepared], rows: list, at: list[int]) -> tuple[dict, list]:
+    """What to tell the registry about the claimed images at `at`: rows to share, ids to release."""
+    ok, released = {}, []
+    for k in at:
+        p, r = prepared[k], rows[k]
+        if p.status != STATUS_OK or r is None or isinstance(r, Scanned):
+            continue
+        if r.status == STATUS_OK:
+            ok[p.image_id] = r
+        else:
+            released.append(p.image_id)
+    return ok, released
+
+
+def _resolve(prepared: list[Prepared], rows: list, source: dict, shared: dict, registry: "dedupe.Client",
+             examine_fn, wait_s: float = dedupe.WAIT_S) -> None:
+    """Rows of the copies in a batch: from their original in the batch or in the registry; one
+    whose original another actor is still examining waits for it up to `wait_s`, then is
+    examined here."""
+    waited = registry.wait_for(sorted({ref for how, ref in source.values() if how == "pending"}), wait_s)
+    late: dict = {}
+    for k, (how, ref) in source.items():
+        if how == "pending" and ref not in waited:
+            late.setdefault(ref, k)
+    if late:
+        at = list(late.values())
+        _fill(rows, at, examine_fn([prepared[k] for k in at]))
+        registry.publish(*_outcomes(prepared, rows, at))
+    for k, (how, ref) in source.items():
+        if rows[k] is None:
+            row = rows[ref] if how == "batch" else shared.get(ref) or waited.get(ref) or rows[late[ref]]
+            rows[k] = dedupe.share(row, prepared[k])
+
+
+# Between the split stages, items are our own records (stages.Scanned, dedupe.Pending or a finished ResultRow),
 # pickled by our own tasks - never anything read from the input.
 STAGED_SCHEMA = pa.schema([("uri", pa.string()), ("state", pa.large_binary()), ("extra", pa.string())])
 
 
 def _pack(items: list, extras: list) -> pa.Table:
-    return pa.Table.from_pydict({"uri": [it.prepared.uri if isinstance(it, Scanned) else it.uri for it in items],
+    return pa.Table.from_pydict({"uri": [it.uri if isinstance(it, ResultRow) else it.prepared.uri for it in items],
                                  "state": [pickle.dumps(it, protocol=5) for it in items],
                                  "extra": extras}, schema=STAGED_SCHEMA)
 
@@ -172,11 +205,24 @@ def _unpack(batch: pa.Table) -> tuple[list, list]:
 
 
 class Scanner(_ModelActor):
-    """Model actor of the scan stage (split plans)."""
+    """Model actor of the scan stage (split plans). Copies of an image another actor claimed
+    go on as dedupe.Pending, and the zoom stage gives them their original's row."""
+
+    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
+        super().__init__(cfg, plan)
+        self.registry = dedupe.Client(registry, enroll=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        items = self.guard.examine(_arrow_to_prepared(batch), lambda ps: scan_stage(self.backend, ps, self.cfg.examine),
-                              self.backend.model_id, self.cfg.examine.stages)
+        prepared = _arrow_to_prepared(batch)
+        shared, pending = self.registry.claim(_ok_ids(prepared))
+        fresh, source = dedupe.split_batch(prepared, shared, pending)
+        items: list = [None] * len(prepared)
+        _fill(items, fresh, self.guard.examine([prepared[k] for k in fresh],
+                                               lambda ps: scan_stage(self.backend, ps, self.cfg.examine),
+                                               self.backend.model_id, self.cfg.examine.stages))
+        self.registry.publish(*_outcomes(prepared, items, fresh))   # images that failed the scan
+        for k, (how, ref) in source.items():
+            items[k] = dedupe.share(shared[ref], prepared[k]) if how == "registry" else dedupe.Pending(prepared[k])
         return _pack(items, batch.column("extra").to_pylist())
 
 
@@ -189,15 +235,37 @@ def cut_crops(batch: pa.Table, cfg: JobConfig) -> pa.Table:
 class Zoomer(_ModelActor):
     """Model actor of the zoom stage (split plans)."""
 
+    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
+        super().__init__(cfg, plan)
+        self.registry = dedupe.Client(registry, enroll=True)
+
+    def _examine(self, ps: list[Prepared]) -> list:
+        """Both stages, for a copy whose original's row never came."""
+        return self.guard.examine(ps, lambda b: examine(self.backend, b, self.cfg.examine),
+                                  self.backend.model_id, self.cfg.examine.stages)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         items, extras = _unpack(batch)
-        rows = self.guard.examine(items, lambda its: zoom_stage(self.backend, its, self.cfg.examine),
-                             self.backend.model_id, self.cfg.examine.stages)
+        work = [k for k, it in enumerate(items) if not isinstance(it, dedupe.Pending)]
+        rows: list = [None] * len(items)
+        _fill(rows, work, self.guard.examine([items[k] for k in work],
+                                             lambda its: zoom_stage(self.backend, its, self.cfg.examine),
+                                             self.backend.model_id, self.cfg.examine.stages))
+        prepared = [it.prepared if isinstance(it, (Scanned, dedupe.Pending)) else None for it in items]
+        scanned = [k for k in work if isinstance(items[k], Scanned)]
+        self.registry.publish(*_outcomes(prepared, rows, scanned))
+        here = {items[k].prepared.image_id: k for k in scanned}
+        source = {k: ("batch", here[it.prepared.image_id]) if it.prepared.image_id in here
+                  else ("pending", it.prepared.image_id)
+                  for k, it in enumerate(items) if isinstance(it, dedupe.Pending)}
+        # No waiting here: the original may be queued behind this very call on this actor.
+        _resolve(prepared, rows, source, {}, self.registry, self._examine, wait_s=0.0)
         return rows_to_table(rows, extras)
 
 
-def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
-    """The Ray Data pipeline, unexecuted. `units` (sources.PLAN_SCHEMA) carry keys and sizes only."""
+def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, registry=None):
+    """The Ray Data pipeline, unexecuted. `units` (sources.PLAN_SCHEMA) carry keys and sizes only;
+    `registry` (dedupe.start) lets the model actors examine identical bytes once."""
     import ray.data
 
     if any(k in (KIND_TAR, KIND_PARQUET) for k in units.column("kind").to_pylist()):
@@ -210,7 +278,7 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16):
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
-    model = dict(fn_constructor_kwargs={"cfg": cfg, "plan": plan}, batch_format="pyarrow",
+    model = dict(fn_constructor_kwargs={"cfg": cfg, "plan": plan, "registry": registry}, batch_format="pyarrow",
                  batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                  num_cpus=plan.pool_cpus, num_gpus=plan.pool_gpus or None)
     if not (plan.split and cfg.examine.zoom):

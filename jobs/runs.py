@@ -103,15 +103,21 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
         fs.rm(out.path, recursive=True)
         run.mode = "overwrite" if overwrite else "rescan"
     if run.mode == "resume":
-        _wait_until_quiet(out)
+        wait_until_quiet(out)
     if run.mode in ("resume", "incremental"):
-        t = read_results(out.uri, ["uri", "nbytes"], out.storage)
-        run.done = dict(zip(t.column("uri").to_pylist(), t.column("nbytes").to_pylist()))
+        run.done = read_done(out)
     fs.makedirs(out.path, exist_ok=True)
     run.record = {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": job,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "already_done": len(run.done)}
     write_record(out, run.record)
     return run
+
+
+def read_done(out: Output) -> dict:
+    """uri -> nbytes of every row committed in the output."""
+    out.fs.invalidate_cache()
+    t = read_results(out.uri, ["uri", "nbytes"], out.storage)
+    return dict(zip(t.column("uri").to_pylist(), t.column("nbytes").to_pylist()))
 
 
 def changed(units: pa.Table, done: dict) -> list[str]:
@@ -125,7 +131,7 @@ def changed(units: pa.Table, done: dict) -> list[str]:
     return out
 
 
-def _wait_until_quiet(out: Output, quiet_s: float = 3.0, limit_s: float = 60.0) -> None:
+def wait_until_quiet(out: Output, quiet_s: float = 3.0, limit_s: float = 60.0) -> None:
     """A killed run's workers may still be finishing a results file for a moment: wait until
     the output has not changed for `quiet_s` before reading what is done."""
     t_end, last, since = time.time() + limit_s, None, time.time()

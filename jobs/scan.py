@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import runs
+from . import dedupe, runs
 from .models import check_model
 from .pipeline import JobConfig, build
 from .plan import make_plan
-from .sinks import Summary, make_parquet_sink, open_output, summarise, summary_record
+from .sinks import Summary, make_parquet_sink, open_output, result_files, summarise, summary_record
 from .sources import KIND_PARQUET, KIND_TAR, SourceError, plan_manifest, plan_source
+from .watchdog import Stalled, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class RayConfig:
     batch_size: Optional[int] = None
     split_stages: Optional[bool] = None   # None: split scan and zoom pools when actors use GPUs
     progress: bool = True
+    stall_s: float = 300.0    # after a lost node, restart what remains when nothing was committed this long
+    max_restarts: int = 3
 
 
 def _init_ray(rc: RayConfig):
@@ -97,19 +100,62 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()
-    sink = make_parquet_sink(output, rows_per_file, run.run_id)
-    if todo.num_rows:
-        # Write tasks take no CPU slot: they are light, and one waiting for a CPU held by a decode
-        # task that waits for the writes to drain its output deadlocked a small cluster that had
-        # just lost a node (seen in the three-node test).
-        build(todo, cfg, plan).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
                       seconds=time.perf_counter() - t0, plan=plan.describe(), backend=cfg.backend,
-                      stages=cfg.examine.stages, mode=run.mode, new_rows=getattr(sink, "rows_written", 0),
+                      stages=cfg.examine.stages, mode=run.mode,
                       notes=run.notes)
     summary = summarise(output, summary, uris, shards)
+    summary.new_rows = summary.rows - len(run.done)
     runs.write_record(output, {**run.record, "state": "complete" if summary.complete else "incomplete",
                                "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                **summary_record(summary)})
     return summary
+
+
+class ScanStalled(RuntimeError):
+    """The pipeline stalled after losing nodes, --max-restarts times in a row."""
+
+
+def _execute(units, todo, output, run: runs.RunStart, cfg: JobConfig, plan, rc: RayConfig,
+             rows_per_file: Optional[int]) -> None:
+    """Runs the pipeline on `todo`; when it stalls after a lost node (see watchdog.py), runs what
+    is still missing again, like a resume, at most rc.max_restarts times."""
+    import ray
+    registry = dedupe.start(run.run_id) if todo.num_rows else None
+    try:
+        _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry)
+    finally:
+        if registry is not None:
+            ray.kill(registry)
+
+
+def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) -> None:
+    attempt = 0
+    while todo.num_rows:
+        # Each attempt names its files apart: a write task of an abandoned attempt that still
+        # commits cannot overwrite (or be overwritten by) the next one's.
+        sink = make_parquet_sink(output, rows_per_file, run.run_id if not attempt else f"{run.run_id}-r{attempt}")
+        try:
+            # Write tasks take no CPU slot: they are light, and one waiting for a CPU held by a
+            # decode task that waits for the writes to drain its output deadlocked a small cluster
+            # that had just lost a node (seen in the three-node test).
+            with Watchdog(lambda: result_files(output, fresh=True), rc.stall_s) as dog:
+                build(todo, cfg, plan, registry=registry).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+            return
+        except Stalled:
+            attempt += 1
+            lost = len(dog.lost)
+            if attempt > rc.max_restarts:
+                raise ScanStalled(f"the scan stalled {attempt} times after losing {lost} node(s); what was "
+                                  f"committed is kept - run the same command again to resume") from None
+            runs.wait_until_quiet(output)  # abandoned write tasks may still be committing
+            dedupe.Client(registry).abandon_attempt()  # its model actors may still hold CPUs/GPUs
+            done = {**run.done, **runs.read_done(output)}
+            todo = runs.remaining(units, done)
+            msg = (f"no results for {rc.stall_s:.0f}s after losing {lost} node(s) (Ray Data can leave a task of a "
+                   f"dead node unfinished); restarting the {todo.num_rows} input(s) still missing "
+                   f"(restart {attempt} of at most {rc.max_restarts})")
+            print(f"zoomin: note: {msg}", flush=True)
+            run.notes.append(msg)

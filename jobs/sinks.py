@@ -90,7 +90,6 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
             return table.num_rows
 
         def on_write_complete(self, write_result) -> None:
-            self.rows_written = int(write_result.num_rows)
             fs = out.fs
             if is_local_fs(fs) and fs.exists(out.join(TMP_DIR)):
                 fs.rm(out.join(TMP_DIR), recursive=True)
@@ -98,8 +97,10 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
     return ParquetResults()
 
 
-def result_files(out: Output) -> list[str]:
+def result_files(out: Output, fresh: bool = False) -> list[str]:
     fs = out.fs
+    if fresh:  # fsspec caches listings; a watcher needs what is there now
+        fs.invalidate_cache(out.path)
     if not fs.exists(out.path):
         return []
     return sorted(p for p in fs.find(out.path, withdirs=False)
@@ -139,6 +140,7 @@ class Summary:
     shards: int = 0
     mode: str = "new"          # new | resume | incremental | rescan | overwrite
     new_rows: int = 0          # rows this run wrote (the others were there before)
+    copies: int = 0            # scored rows whose bytes equal an earlier row's (they share its result)
     notes: list = field(default_factory=list)
 
     @property
@@ -161,6 +163,8 @@ class Summary:
             f"  verdicts: {verdict}",
             f"  status:   {status}",
             f"  first look overturned by zooming in: {self.flipped}",
+            *([f"  copies:   {self.copies} image(s) with the same bytes as another share its result"]
+              if self.copies else []),
             f"  model:    {self.model} ({self.stages})",
             f"  results:  {self.out} ({self.files} Parquet file(s))",
         ]
@@ -173,7 +177,7 @@ class Summary:
 
 def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set[str]) -> Summary:
     files = result_files(out)  # listed once: on object stores a listing is a paged request
-    t = _read_files(out, files, ["uri", "status", "verdict", "initial_verdict", "model"])
+    t = _read_files(out, files, ["uri", "status", "verdict", "initial_verdict", "model", "image_id"])
     uris = t.column("uri").to_pylist()
     summary.rows = t.num_rows
     summary.files = len(files)
@@ -184,6 +188,8 @@ def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set
     summary.missing = [u for u in planned if u not in (seen_shards if u in shard_uris else seen)][:20]
     summary.shards = len(shard_uris)
     summary.by_status = dict(Counter(t.column("status").to_pylist()))
+    ok_ids = [i for i, st in zip(t.column("image_id").to_pylist(), t.column("status").to_pylist()) if st == "ok"]
+    summary.copies = len(ok_ids) - len(set(ok_ids))
     summary.by_verdict = dict(Counter(v for v in t.column("verdict").to_pylist() if v))
     summary.flipped = sum(1 for a, b in zip(t.column("initial_verdict").to_pylist(),
                                             t.column("verdict").to_pylist()) if a and b and a != b)

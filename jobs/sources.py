@@ -91,11 +91,11 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
         if any(ch in path for ch in "*?["):
             plan.root = path[:min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
             plan.add_infos(fs.glob(path, detail=True))
-        elif fs.isdir(path):
+        elif _is_s3(fs) and _s3_keys(fs, path, plan):
+            pass  # a prefix, listed page by page (keys and sizes only)
+        elif not _is_s3(fs) and fs.isdir(path):
             plan.root = path
-            if hasattr(fs, "_iterdir"):  # s3fs: page by page, keeping only keys and sizes
-                _s3_keys(fs, path, plan.add)
-            elif is_local_fs(fs):
+            if is_local_fs(fs):
                 _local_files(path, plan.add)
             else:
                 plan.add_infos(fs.find(path, withdirs=False, detail=True))
@@ -166,23 +166,35 @@ def _local_files(root: str, add) -> None:
                 add(p, st.st_size)
 
 
-def _s3_keys(fs, path: str, add) -> None:
-    """Calls add(path, size) for every object under an S3 prefix, listed page by page.
+def _is_s3(fs) -> bool:
+    return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
-    `fs.find` keeps every object's full listing record (and s3fs caches them all again), about
-    3 KB per key; this passes on only the key and the size, and caches nothing.
+
+def _s3_keys(fs, path: str, plan: "_PlanBuilder") -> int:
+    """Adds every object under the S3 prefix `path` to the plan, listed page by page; returns
+    how many objects were listed (0: not a prefix).
+
+    Neither `fs.find` nor `fs.isdir` is used: both list the whole prefix and keep every object's
+    listing record in s3fs's cache (about 1.5 KB a key, all at once); this passes on only the key
+    and the size, and caches nothing.
     """
     from fsspec.asyn import sync
     bucket, _, prefix = path.partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
+    root, plan.root, listed = plan.root, path.rstrip("/"), 0
 
     async def collect():
+        nonlocal listed
         async for info in fs._iterdir(bucket, delimiter="", prefix=prefix):
+            listed += 1
             name = info["name"]  # "bucket/key"
             if info.get("type") == "file" and not name.endswith("/"):
-                add(name, int(info["Size"]))
+                plan.add(name, int(info["Size"]))
 
     sync(fs.loop, collect)
+    if not listed:
+        plan.root = root
+    return listed
 
 
 def plan_manifest(manifest: str, cfg: SourceConfig = SourceConfig()) -> pa.Table:

@@ -1,11 +1,13 @@
 """A scan on a local three-node Ray cluster (head + two workers, separate raylet processes)
-during which one worker node is killed. A manual check, NOT run in CI: it passed in 2 of 4
-runs; in the other two the job hung with 24 of 25 blocks written, one read task (a Ray Data
-streaming-generator task) shown as running on the dead node and never retried. Until that is
-understood, a lost node can stall a scan (kill it and run the same command again: it resumes).
+during which one worker node is killed; run by tests/test_multinode.py in its own process (its
+own Ray cluster), and by hand:
 
-    PYTHONPATH=. python tests/multinode_kill.py SRC OUT     (SRC: a folder of a few hundred JPEGs)
-Prints one JSON line: the summary and whether the node was killed mid-run.
+    PYTHONPATH=. python tests/multinode_kill.py SRC OUT [STALL_S]   (SRC: a few hundred JPEGs)
+
+Without the watchdog this stalled in 2 of 4 runs: one read task (a Ray Data streaming-generator
+task) left running on the dead node forever. With it, such a run is restarted on what is still
+missing after STALL_S seconds without a commit (default 10). Prints one JSON line: the summary,
+whether the node was killed mid-run, and the restarts.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def main(src: str, out: str) -> None:
+def main(src: str, out: str, stall_s: float = 10.0) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -42,14 +44,16 @@ def main(src: str, out: str) -> None:
     t.start()
     # Two half-CPU actors: after the kill, the two remaining CPUs still hold them and a decode task.
     s = run_scan(src, out, JobConfig(backend="fake"),
-                 RayConfig(address=cluster.address, actors=2, actor_cpus=0.5, batch_size=4, progress=False),
+                 RayConfig(address=cluster.address, actors=2, actor_cpus=0.5, batch_size=4, progress=False,
+                           stall_s=stall_s),
                  rows_per_file=8)
     print(json.dumps({"rows": s.rows, "unique": s.unique_uris, "inputs": s.inputs, "complete": s.complete,
-                      "killed_at_files": state["killed_at_files"], "alive_nodes":
+                      "killed_at_files": state["killed_at_files"], "seconds": s.seconds,
+                      "restarts": sum("restarting" in n for n in s.notes), "alive_nodes":
                       sum(1 for n in ray.nodes() if n["Alive"])}))
     ray.shutdown()
     cluster.shutdown()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], *(float(x) for x in sys.argv[3:4]))

@@ -65,21 +65,45 @@ def _scan_only():
     return ExamineConfig(stages="scan")
 
 
-def test_identical_bytes_under_different_keys_are_scored_once(ray_local, tmp_path):
+@pytest.mark.parametrize("split", [False, True])
+def test_identical_bytes_under_different_keys_are_scored_once(ray_local, tmp_path, split):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(5):
         (src / f"{i}.jpg").write_bytes(_small_jpeg(i))
     for name in ("copy_a.jpg", "sub_copy_b.jpg", "zz_copy_c.jpg"):
         (src / name).write_bytes(_small_jpeg(3))
-    s = run_scan(str(src), str(tmp_path / "out"), JobConfig(backend="fake"), RayConfig(progress=False))
-    assert s.complete and s.rows == 8
+    s = run_scan(str(src), str(tmp_path / "out"), JobConfig(backend="fake"),
+                 RayConfig(progress=False, split_stages=split))
+    assert s.complete and s.rows == 8 and s.copies == 3
     rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_results(tmp_path / "out").to_pylist()}
     group = [rows[n] for n in ("3.jpg", "copy_a.jpg", "sub_copy_b.jpg", "zz_copy_c.jpg")]
     assert len({r["image_id"] for r in group}) == 1
     assert all((r["verdict"], r["score"], r["boxes"], r["rationale"]) ==
                (group[0]["verdict"], group[0]["score"], group[0]["boxes"], group[0]["rationale"]) for r in group)
     assert sum(r["scan_s"] == 0.0 for r in group) == 3  # examined once, shared three times
+
+
+def test_copies_spread_over_batches_and_actors_are_scored_once(ray_local, tmp_path):
+    """Two actors, two images per batch: copies of one image land in different batches and
+    actors, and still only one of them is examined (the others wait for its row)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(24):
+        (src / f"{i:02d}.jpg").write_bytes(_small_jpeg(i))
+    for i in (1, 7, 12, 18, 23):   # copies of 05.jpg placed between the others in key order
+        (src / f"{i:02d}_copy.jpg").write_bytes(_small_jpeg(5))
+    for i in (3, 20):              # copies of 11.jpg
+        (src / f"{i:02d}_copy2.jpg").write_bytes(_small_jpeg(11))
+    s = run_scan(str(src), str(tmp_path / "out"), JobConfig(backend="fake"),
+                 RayConfig(progress=False, actors=2, actor_cpus=0.5, batch_size=2))
+    assert s.complete and s.rows == 31 and s.copies == 7
+    rows = read_results(tmp_path / "out").to_pylist()
+    for original in ("05.jpg", "11.jpg"):
+        image_id = next(r["image_id"] for r in rows if r["uri"].endswith("/" + original))
+        group = [r for r in rows if r["image_id"] == image_id]
+        assert len({(r["verdict"], r["score"]) for r in group}) == 1
+        assert sum(r["scan_s"] > 0 for r in group) == 1, [(r["uri"], r["scan_s"]) for r in group]
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -99,3 +123,27 @@ def test_an_image_that_kills_the_model_process_is_isolated(ray_local, tmp_path, 
     assert s.complete and len(rows) == 13
     assert rows["poison.jpg"]["status"] == "model_error" and "died" in rows["poison.jpg"]["error"]
     assert all(r["status"] == "ok" for n, r in rows.items() if n != "poison.jpg")
+
+
+def test_a_stalled_pipeline_is_stopped_and_what_is_missing_run_again(ray_local, tmp_path, monkeypatch):
+    """A model call that never returns after a node was lost (as Ray Data's lost read task
+    does): the watchdog stops the attempt, and a second one finishes exactly the missing rows."""
+    import jobs.watchdog
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"{i:02d}.jpg").write_bytes(_small_jpeg(i))
+    looks = {"n": 0}
+
+    def alive():  # the cluster loses a node at every look: each attempt sees a lost node
+        looks["n"] += 1
+        return {f"node-{k}" for k in range(looks["n"], 10_000)}
+
+    monkeypatch.setattr(jobs.watchdog, "alive_nodes", alive)
+    marker = tmp_path / "hung-once"
+    cfg = JobConfig(backend="fake", backend_options={"hang_once_marker": str(marker)})
+    s = run_scan(str(src), str(tmp_path / "out"), cfg,
+                 RayConfig(progress=False, batch_size=4, stall_s=10, max_restarts=2), rows_per_file=4)
+    assert marker.exists()
+    assert any("restarting" in n for n in s.notes), s.notes
+    assert s.complete and s.rows == 30 and s.by_status == {"ok": 30}

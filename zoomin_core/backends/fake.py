@@ -5,11 +5,14 @@ the box is the brightest quarter of the view, the score is the mean brightness o
 Setting `fail_on_mean_above` makes it raise on matching images, to exercise error rows;
 `crash_once_marker` makes the process holding it die (as an out-of-memory kill would) at its
 first scan if that file does not exist yet, creating it, to exercise actor replacement;
-`crash_on_mean_above` makes it die on every batch holding a matching image (a poison image).
+`crash_on_mean_above` makes it die on every batch holding a matching image (a poison image);
+`hang_once_marker` makes its first scan never return if that file does not exist yet (creating
+it), as a task lost with its node looks to the driver.
 """
 from __future__ import annotations
 
 import os
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -21,10 +24,12 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None,
-                 crash_once_marker: Optional[str] = None, crash_on_mean_above: Optional[float] = None):
+                 crash_once_marker: Optional[str] = None, crash_on_mean_above: Optional[float] = None,
+                 hang_once_marker: Optional[str] = None):
         self.fail_on_mean_above = fail_on_mean_above
         self.crash_once_marker = crash_once_marker
         self.crash_on_mean_above = crash_on_mean_above
+        self.hang_once_marker = hang_once_marker
 
     @property
     def model_id(self) -> str:
@@ -38,6 +43,10 @@ class FakeBackend:
         if self.crash_once_marker and not os.path.exists(self.crash_once_marker):
             open(self.crash_once_marker, "w").close()
             os._exit(137)  # no cleanup, no exception: the process is simply gone
+        if self.hang_once_marker and not os.path.exists(self.hang_once_marker):
+            open(self.hang_once_marker, "w").close()
+            while True:
+                time.sleep(1)
         if self.crash_on_mean_above is not None and any(
                 v.pixels.mean() / 255 > self.crash_on_mean_above for v in views):
             os._exit(139)  # as a segfault in native code would, every time
