@@ -132,7 +132,10 @@ def _execute(units, todo, output, run: runs.RunStart, cfg: JobConfig, plan, rc: 
 
 
 def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) -> None:
-    attempt = 0
+    from .watchdog import alive_nodes
+    # Nodes lost at any time in the run count: a restarted attempt can stall too (seen once, on a
+    # cluster that had just lost a node), and is then restarted again.
+    attempt, nodes = 0, alive_nodes() if rc.stall_s else set()
     while todo.num_rows:
         # Each attempt names its files apart: a write task of an abandoned attempt that still
         # commits cannot overwrite (or be overwritten by) the next one's.
@@ -141,7 +144,7 @@ def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) 
             # Write tasks take no CPU slot: they are light, and one waiting for a CPU held by a
             # decode task that waits for the writes to drain its output deadlocked a small cluster
             # that had just lost a node (seen in the three-node test).
-            with Watchdog(lambda: result_files(output, fresh=True), rc.stall_s) as dog:
+            with Watchdog(lambda: result_files(output, fresh=True), rc.stall_s, start_nodes=nodes) as dog:
                 build(todo, cfg, plan, registry=registry).write_datasink(sink, ray_remote_args={"num_cpus": 0})
             return
         except Stalled:

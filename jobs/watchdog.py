@@ -5,8 +5,8 @@ there can vanish without ever ending its output stream; the executor then waits 
 (ray-project/ray#62535, #62537: seen here in 2 of 4 runs of the three-node kill test). Nothing
 inside the pipeline can tell such a task from a slow one, so the driver watches from outside:
 a thread lists the output's results files (the unit of commit) and the cluster's live nodes.
-When a node has died during this attempt and no results file has been committed for
-`stall_s`, it raises `Stalled` in the thread running the pipeline. Ray Data's output loop
+When a node has died since the run began and no results file has been committed for
+`stall_s` (in this attempt), it raises `Stalled` in the thread running the pipeline. Ray Data's output loop
 shuts its executor down on any exception (actors and tasks released), and `run_scan` runs
 what is still missing again, as a resume would after a kill. Without a lost node a quiet
 pipeline is only slow (a big model on a slow device), and is left alone.
@@ -36,10 +36,11 @@ class Watchdog:
     changes whenever results are committed (the sorted list of results files)."""
 
     def __init__(self, progress: Callable[[], object], stall_s: float, poll_s: float = 2.0,
-                 nodes: Optional[Callable[[], set]] = None):
+                 nodes: Optional[Callable[[], set]] = None, start_nodes: Optional[set] = None):
         self.progress, self.stall_s, self.poll_s = progress, stall_s, poll_s
         self.nodes = nodes or (lambda: alive_nodes())
-        self.lost: set = set()          # nodes that died during this attempt
+        self.start_nodes = start_nodes    # the nodes when the run began (default: at __enter__)
+        self.lost: set = set()          # nodes that died since start_nodes
         self.fired = False
         self._stop = threading.Event()
         self._target = threading.get_ident()
@@ -56,7 +57,8 @@ class Watchdog:
             self._thread.join()
 
     def _watch(self) -> None:
-        start_nodes, last, since = self.nodes(), self.progress(), time.monotonic()
+        start_nodes = self.start_nodes if self.start_nodes is not None else self.nodes()
+        last, since = self.progress(), time.monotonic()
         while not self._stop.wait(self.poll_s):
             try:
                 now = self.progress()

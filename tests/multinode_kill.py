@@ -27,9 +27,14 @@ def main(src: str, out: str, stall_s: float = 10.0) -> None:
 
     from jobs.pipeline import JobConfig
     from jobs.scan import RayConfig, run_scan
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    victim = cluster.add_node(num_cpus=1)
+    from tests.s3_support import free_port
+
+    def ports() -> dict:  # every node its own agent ports: another Ray on this machine may hold the defaults
+        return {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port(),
+                "runtime_env_agent_port": free_port()}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **ports()})
+    cluster.add_node(num_cpus=1, **ports())
+    victim = cluster.add_node(num_cpus=1, **ports())
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
     state = {"killed_at_files": None}

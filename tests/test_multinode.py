@@ -27,7 +27,7 @@ def test_killing_a_worker_node_mid_scan_loses_and_duplicates_nothing(tmp_path):
         (src / f"{i:04d}.jpg").write_bytes(jpeg_bytes(textured(96, 80, seed=i)))
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_ADDRESS="")
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "multinode_kill.py"), str(src), str(out), "8"],
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "multinode_kill.py"), str(src), str(out), "15"],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=420)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith('{"rows"')]
