@@ -144,7 +144,7 @@ def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) 
             # Write tasks take no CPU slot: they are light, and one waiting for a CPU held by a
             # decode task that waits for the writes to drain its output deadlocked a small cluster
             # that had just lost a node (seen in the three-node test).
-            with Watchdog(lambda: result_files(output, fresh=True), rc.stall_s, start_nodes=nodes) as dog:
+            with Watchdog(lambda: result_files(output), rc.stall_s, start_nodes=nodes) as dog:
                 build(todo, cfg, plan, registry=registry).write_datasink(sink, ray_remote_args={"num_cpus": 0})
             return
         except Stalled:

@@ -97,10 +97,11 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
     return ParquetResults()
 
 
-def result_files(out: Output, fresh: bool = False) -> list[str]:
+def result_files(out: Output) -> list[str]:
     fs = out.fs
-    if fresh:  # fsspec caches listings; a watcher needs what is there now
-        fs.invalidate_cache(out.path)
+    # What is there now: s3fs caches listings, and then even answers `info` (which the Parquet
+    # reader calls) from a listing taken before the file was written.
+    fs.invalidate_cache(out.path)
     if not fs.exists(out.path):
         return []
     return sorted(p for p in fs.find(out.path, withdirs=False)

@@ -37,7 +37,8 @@ class Watchdog:
 
     def __init__(self, progress: Callable[[], object], stall_s: float, poll_s: float = 2.0,
                  nodes: Optional[Callable[[], set]] = None, start_nodes: Optional[set] = None):
-        self.progress, self.stall_s, self.poll_s = progress, stall_s, poll_s
+        # On object stores each look is a LIST of the output: not more often than needed.
+        self.progress, self.stall_s, self.poll_s = progress, stall_s, max(poll_s, (stall_s or 0) / 20)
         self.nodes = nodes or (lambda: alive_nodes())
         self.start_nodes = start_nodes    # the nodes when the run began (default: at __enter__)
         self.lost: set = set()          # nodes that died since start_nodes
