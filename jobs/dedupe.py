@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zoomin_core.records import Prepared
 
@@ -39,7 +39,6 @@ class ContentRegistry:
         self.rows: OrderedDict = OrderedDict()   # image_id -> finished ResultRow, oldest first
         self.claims: dict = {}                   # image_id -> claiming actor
         self.max_rows = max_rows
-        self.shared = 0
         self.actors: list = []                   # handles of the model actors enrolled so far
 
     def enroll(self, actor) -> None:
@@ -58,13 +57,11 @@ class ContentRegistry:
                 pending.append(i)
             else:
                 self.claims[i] = who
-        self.shared += len(rows)
         return rows, pending
 
     def lookup(self, ids: list) -> tuple[dict, list]:
         """Finished rows among `ids`, and the ids still claimed (worth waiting for)."""
         rows = {i: self.rows[i] for i in ids if i in self.rows}
-        self.shared += len(rows)
         return rows, [i for i in ids if i not in rows and i in self.claims]
 
     def publish(self, rows: dict, released: list) -> None:
@@ -80,9 +77,6 @@ class ContentRegistry:
     def drop_claims(self) -> None:
         """After an abandoned attempt: its claims will never be published."""
         self.claims.clear()
-
-    def stats(self) -> dict:
-        return {"rows": len(self.rows), "claims": len(self.claims), "shared": self.shared}
 
 
 def start(run_id: str, max_rows: int = MAX_ROWS):
@@ -162,7 +156,6 @@ class Client:
 
 def share(row, p: Prepared):
     """`row` (the original's) under the copy's own uri, extras and timings."""
-    from dataclasses import replace
     return replace(row, uri=p.uri, decode_s=p.decode_s, scan_s=0.0, zoom_s=0.0)
 
 

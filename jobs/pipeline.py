@@ -100,7 +100,7 @@ def read_and_prepare(batch: pa.Table, cfg: JobConfig, chunk: int = 16) -> Iterat
 class _ModelActor:
     """Loads the backend once per actor."""
 
-    def __init__(self, cfg: JobConfig, plan: Plan):
+    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
         import torch
 
         from zoomin_core.backends import load_backend
@@ -120,20 +120,22 @@ class _ModelActor:
         self.cfg = cfg
         # Built here, in the actor's process: a restarted actor reads what its predecessor left.
         self.guard = CrashGuard()
+        self.registry = dedupe.Client(registry, enroll=True)
+
+    def _guarded(self, items: list, stage_fn) -> list:
+        """`stage_fn(backend, items, examine config)` under the crash guard."""
+        return self.guard.examine(items, lambda b: stage_fn(self.backend, b, self.cfg.examine),
+                                  self.backend.model_id, self.cfg.examine.stages)
+
+    def _examine(self, ps: list[Prepared]) -> list:
+        """Both stages (in the zoom actor: for a copy whose original's row never came)."""
+        return self._guarded(ps, examine)
 
 
 class Examiner(_ModelActor):
     """Model actor: scans and zooms one batch per call (crops are cut here too). Identical bytes
     under different keys are examined once per run (dedupe.py): copies share the first one's row
     under their own uri."""
-
-    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
-        super().__init__(cfg, plan)
-        self.registry = dedupe.Client(registry, enroll=True)
-
-    def _examine(self, ps: list[Prepared]) -> list:
-        return self.guard.examine(ps, lambda b: examine(self.backend, b, self.cfg.examine),
-                                  self.backend.model_id, self.cfg.examine.stages)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
@@ -208,18 +210,12 @@ class Scanner(_ModelActor):
     """Model actor of the scan stage (split plans). Copies of an image another actor claimed
     go on as dedupe.Pending, and the zoom stage gives them their original's row."""
 
-    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
-        super().__init__(cfg, plan)
-        self.registry = dedupe.Client(registry, enroll=True)
-
     def __call__(self, batch: pa.Table) -> pa.Table:
         prepared = _arrow_to_prepared(batch)
         shared, pending = self.registry.claim(_ok_ids(prepared))
         fresh, source = dedupe.split_batch(prepared, shared, pending)
         items: list = [None] * len(prepared)
-        _fill(items, fresh, self.guard.examine([prepared[k] for k in fresh],
-                                               lambda ps: scan_stage(self.backend, ps, self.cfg.examine),
-                                               self.backend.model_id, self.cfg.examine.stages))
+        _fill(items, fresh, self._guarded([prepared[k] for k in fresh], scan_stage))
         self.registry.publish(*_outcomes(prepared, items, fresh))   # images that failed the scan
         for k, (how, ref) in source.items():
             items[k] = dedupe.share(shared[ref], prepared[k]) if how == "registry" else dedupe.Pending(prepared[k])
@@ -235,22 +231,11 @@ def cut_crops(batch: pa.Table, cfg: JobConfig) -> pa.Table:
 class Zoomer(_ModelActor):
     """Model actor of the zoom stage (split plans)."""
 
-    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
-        super().__init__(cfg, plan)
-        self.registry = dedupe.Client(registry, enroll=True)
-
-    def _examine(self, ps: list[Prepared]) -> list:
-        """Both stages, for a copy whose original's row never came."""
-        return self.guard.examine(ps, lambda b: examine(self.backend, b, self.cfg.examine),
-                                  self.backend.model_id, self.cfg.examine.stages)
-
     def __call__(self, batch: pa.Table) -> pa.Table:
         items, extras = _unpack(batch)
         work = [k for k, it in enumerate(items) if not isinstance(it, dedupe.Pending)]
         rows: list = [None] * len(items)
-        _fill(rows, work, self.guard.examine([items[k] for k in work],
-                                             lambda its: zoom_stage(self.backend, its, self.cfg.examine),
-                                             self.backend.model_id, self.cfg.examine.stages))
+        _fill(rows, work, self._guarded([items[k] for k in work], zoom_stage))
         prepared = [it.prepared if isinstance(it, (Scanned, dedupe.Pending)) else None for it in items]
         scanned = [k for k in work if isinstance(items[k], Scanned)]
         self.registry.publish(*_outcomes(prepared, rows, scanned))

@@ -115,7 +115,6 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
 
 def read_done(out: Output) -> dict:
     """uri -> nbytes of every row committed in the output."""
-    out.fs.invalidate_cache()
     t = read_results(out.uri, ["uri", "nbytes"], out.storage)
     return dict(zip(t.column("uri").to_pylist(), t.column("nbytes").to_pylist()))
 
