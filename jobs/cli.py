@@ -217,6 +217,9 @@ def _add_synth(sub) -> None:
                    help=f"the final encoding of every image (default {SynthConfig.jpeg_quality})")
     p.add_argument("--generator-steps", type=int, default=SynthConfig.generator_steps,
                    help=f"training steps of each generator family (default {SynthConfig.generator_steps}, 7-30 s each)")
+    p.add_argument("--processing", type=float, default=SynthConfig.processing,
+                   help="share of photo crops given ordinary real-photo processing first (blur, sharpening, "
+                        f"an earlier JPEG save, down-scaling), real and generated alike (default {SynthConfig.processing})")
 
 
 def cmd_synth(a) -> int:
@@ -228,7 +231,8 @@ def cmd_synth(a) -> int:
         print(f"zoomin synth: error: unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
         return 2
     path = synthesize(a.out, SynthConfig(count=a.count, seed=a.seed, jpeg_quality=a.jpeg_quality,
-                                         generator_steps=a.generator_steps, families=families), photos)
+                                         generator_steps=a.generator_steps, families=families,
+                                         processing=a.processing), photos)
     print(f"zoomin synth: {a.count} images, labels in {path}")
     return 0
 

@@ -8,7 +8,7 @@ import torch
 from jobs.cli import main
 from zoomin_core import ImageInput, load_backend, run_chain
 from zoomin_core.generators import FAMILIES
-from zoomin_core.synth import SynthConfig, make_canvas, make_sample, package_photos
+from zoomin_core.synth import SynthConfig, make_canvas, make_sample, package_photos, process_photo
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,29 @@ def test_canvas_is_large_and_made_of_native_photo_pixels(photos):
             hits = np.argwhere(np.all(a[: a.shape[0] - h + 1, : a.shape[1] - w + 1] == tile[0, 0], axis=-1))
             found |= any(np.array_equal(a[y:y + h, x:x + w], tile) for y, x in hits[:200])
     assert found
+
+
+def test_real_photo_processing_keeps_size_and_greyness_and_never_enlarges(photos):
+    rng = np.random.default_rng(0)
+    colour = next(a for a in photos if not np.array_equal(a[..., 0], a[..., 1]))
+    grey = next(a for a in photos if np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
+    changed = 0
+    for _ in range(12):  # tiles: size kept (blur, sharpening, an earlier JPEG save)
+        for a in (colour[:300, :300], grey[:300, :300]):
+            out = process_photo(np.ascontiguousarray(a), rng)
+            assert out.shape == a.shape and out.dtype == np.uint8
+            changed += not np.array_equal(out, a)
+        g = process_photo(np.ascontiguousarray(grey[:300, :300]), rng)
+        assert np.array_equal(g[..., 0], g[..., 1]) and np.array_equal(g[..., 1], g[..., 2])
+    assert changed >= 20
+    big = np.ascontiguousarray(np.concatenate([colour[:400, :400]] * 3, axis=0)[:1000, :, :])  # 1000 x 400
+    sizes = {process_photo(np.concatenate([big] * 3, axis=1)[:, :1000], rng, min_side=680).shape
+             for _ in range(20)}
+    assert all(680 <= min(s[:2]) and max(s[:2]) <= 1000 for s in sizes)
+    assert any(s[0] < 1000 for s in sizes)  # down-scaled at least once, never enlarged
+    for _ in range(4):  # canvases of processed crops keep the sizes of unprocessed ones
+        c = make_canvas(photos, rng, SynthConfig(processing=1.0))
+        assert 680 <= max(c.shape[:2]) <= 2048
 
 
 def test_regional_fake_changes_only_inside_its_boxes(photos, generator):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v2.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v3.safetensors"
 SCAN_STRIDE = 8
 ZOOM_STRIDE = 4
 
@@ -132,6 +132,23 @@ class CompactModel:
         model.scan.eval()
         model.zoom.eval()
         return model
+
+
+# How suspicion maps become boxes. `zoomin train` fits these on the calib split (the setting
+# with the best region recall there); these defaults are what weights without a fit get.
+DEFAULT_BOXES = {"threshold": 0.35, "relative": 0.5, "grow": 0, "smooth": 1}
+
+
+def proposals(prob: np.ndarray, k: int, params: dict | None = None) -> list[tuple[int, int, int, int, float]]:
+    """Up to k boxes (map cells) from a suspicion map: `peaks` of the map averaged over
+    `smooth` x `smooth` cells (a region's map is patchy, and its raw components came out at a
+    third of the true area), each grown by `grow` cells a side."""
+    c = {**DEFAULT_BOXES, **(params or {})}
+    smooth, g = int(c["smooth"]), int(c["grow"])
+    p = ndimage.uniform_filter(prob, smooth, mode="nearest") if smooth > 1 else prob
+    h, w = prob.shape
+    return [(max(0, x1 - g), max(0, y1 - g), min(w, x2 + g), min(h, y2 + g), s)
+            for x1, y1, x2, y2, s in peaks(p, k, float(c["threshold"]), float(c["relative"]))]
 
 
 def peaks(prob: np.ndarray, k: int, threshold: float = 0.35, relative: float = 0.5

@@ -54,7 +54,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    scan_steps: int = 1000
+    scan_steps: int = 1500
     zoom_steps: int = 1500
     batch: int = 32
     lr: float = 2e-3

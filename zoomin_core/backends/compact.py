@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .. import rationale
-from ..compact_model import DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, logit, peaks, pool_logits, to_tensor
+from ..compact_model import DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, logit, pool_logits, proposals, to_tensor
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
 
 
@@ -35,6 +35,7 @@ class CompactBackend:
         self.threshold = float(self.model.meta.get("threshold", threshold))
         self.max_crop_side = max_crop_side
         self.reference = self.model.meta.get("real_cues", {})
+        self.boxes = self.model.meta.get("boxes")  # map -> boxes settings fitted by `zoomin train`
 
     @property
     def model_id(self) -> str:
@@ -66,7 +67,7 @@ class CompactBackend:
             h, w = v.pixels.shape[:2]
             boxes = tuple(
                 Box(x1 * SCAN_STRIDE, y1 * SCAN_STRIDE, min(w, x2 * SCAN_STRIDE), min(h, y2 * SCAN_STRIDE), s)
-                for x1, y1, x2, y2, s in peaks(prob, self.max_boxes))
+                for x1, y1, x2, y2, s in proposals(prob, self.max_boxes, self.boxes))
             score = float(prob.max())
             verdict = GENERATED if score >= self.threshold else REAL
             out.append(ScanResult(boxes, verdict, score, rationale.scan_explanation(boxes, score, verdict)))
