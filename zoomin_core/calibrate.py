@@ -101,7 +101,7 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
     backend = CompactBackend(model=model)
     max_logit = np.array([m.max() for m in backend.scan_logits([View(s.view, 1.0, 1.0) for s in calib])])
     model.meta["scan_calibration"] = fit_logistic(max_logit[:, None], labels)
-    model.meta["boxes"] = fit_boxes(CompactBackend(model=model), calib)
+    model.meta["boxes"] = fit_boxes(backend, calib)  # its maps read the calibration just fitted
     rows = run_samples(model, calib)
     first = np.array([r.initial_score for r in rows])
     crop = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
