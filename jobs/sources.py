@@ -175,8 +175,8 @@ def _s3_keys(fs, path: str, plan: "_PlanBuilder") -> int:
     how many objects were listed (0: not a prefix).
 
     Neither `fs.find` nor `fs.isdir` is used: both list the whole prefix and keep every object's
-    listing record in s3fs's cache (about 1.5 KB a key, all at once); this passes on only the key
-    and the size, and caches nothing.
+    listing record in s3fs's cache, all at once; this passes on only the key and the size,
+    and caches nothing.
     """
     from fsspec.asyn import sync
     bucket, _, prefix = path.partition("/")

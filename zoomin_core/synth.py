@@ -1,7 +1,7 @@
 """`zoomin synth`: a labelled set of real and generated high-resolution images, made offline.
 
 Real photos come from PyPI packages (`skimage.data`, scikit-learn's samples) or a folder of your
-own. The packaged photos are small (at most 741 px a side), so a canvas of 700-2000 px is a
+own. Most packaged photos are small (under 741 px a side), so a canvas of 700-2000 px is a
 collage of native-resolution crops of several photos (never enlarged: enlarging would add
 interpolation traces that no camera makes); photos of 900 px and more are used as single crops.
 
