@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .backends.compact import CompactBackend
-from .compact_model import DEFAULT_BOXES, SCAN_STRIDE, CompactModel, logit, proposals
+from .compact_model import DEFAULT_BOXES, CompactModel, logit, proposals
 from .decode import prepare
 from .evaluate import Item, metrics
 from .geometry import iou
@@ -59,9 +59,7 @@ def fit_boxes(backend: CompactBackend, calib: list[Sample]) -> dict:
         params = dict(zip(BOX_GRID, values))
         hits = refs = boxes = 0
         for s, prob in zip(regional, maps):
-            fx, fy = s.width / s.view.shape[1] * SCAN_STRIDE, s.height / s.view.shape[0] * SCAN_STRIDE
-            found = [Box(x1 * fx, y1 * fy, x2 * fx, y2 * fy)
-                     for x1, y1, x2, y2, _ in proposals(prob, backend.max_boxes, params)]
+            found = [Box(*b) for b in s.cells_to_pixels(proposals(prob, backend.max_boxes, params))]
             boxes += len(found)
             refs += len(s.boxes)
             hits += sum(any(iou(b, Box(*t)) >= 0.5 for b in found) for t in s.boxes)

@@ -75,6 +75,11 @@ def folder_photos(folder: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _is_grey(a: np.ndarray) -> bool:
+    """An RGB array whose three channels are equal (a greyscale photo stored as RGB)."""
+    return bool(np.all(a[..., 0] == a[..., 1]) and np.all(a[..., 1] == a[..., 2]))
+
+
 def _rgb(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim == 2:
@@ -110,7 +115,7 @@ def process_photo(a: np.ndarray, rng: np.random.Generator, min_side: int = 0) ->
     from learning "smooth means generated" (single-photo collages of the soft `coffee` and
     `chelsea` photos scored 0.99-1.00 with the v2 weights); see SynthConfig.processing for what
     it measured."""
-    grey = bool(np.all(a[..., 0] == a[..., 1]) and np.all(a[..., 1] == a[..., 2]))
+    grey = _is_grey(a)
     im = Image.fromarray(a[..., 0] if grey else a)
     ops = ["blur", "sharpen", "jpeg"]
     if min_side and min(a.shape[:2]) * 0.95 >= min_side:
@@ -186,7 +191,7 @@ def make_sample(canvas: np.ndarray, kind: str, gen: Optional[Generator], rng: np
     if kind == "real":
         return canvas, []
     h, w = canvas.shape[:2]
-    grey = bool(np.all(canvas[..., 0] == canvas[..., 1]) and np.all(canvas[..., 1] == canvas[..., 2]))
+    grey = _is_grey(canvas)
 
     def regen(pixels: np.ndarray) -> np.ndarray:
         out = gen.regenerate(pixels)

@@ -45,6 +45,12 @@ class Sample:
     full: Optional[np.ndarray] = None   # full-resolution pixels, train split only
     hard: list = field(default_factory=list)  # real image: where the trained scan looks first
 
+    def cells_to_pixels(self, cells) -> list[list[float]]:
+        """Boxes in scan-map cells of this sample's view -> boxes in original pixels."""
+        vh, vw = self.view.shape[:2]
+        fx, fy = self.width / vw * SCAN_STRIDE, self.height / vh * SCAN_STRIDE
+        return [[x1 * fx, y1 * fy, x2 * fx, y2 * fy] for x1, y1, x2, y2, *_ in cells]
+
     def regions(self) -> list:
         """Generated areas as boxes: the whole image for a wholly generated one."""
         if self.label and not self.boxes:
@@ -204,10 +210,8 @@ def _mark_hard_negatives(model: CompactModel, reals: list[Sample], k: int = 3) -
     """Record, for each real training image, the k areas the trained scan finds most suspicious
     (original pixels): the zoom is trained to clear them."""
     for s in reals:
-        vh, vw = s.view.shape[:2]
         prob = torch.sigmoid(model.scan(to_tensor(s.view)))[0].numpy()
-        sx, sy = s.width / vw * SCAN_STRIDE, s.height / vh * SCAN_STRIDE
-        s.hard = [[x1 * sx, y1 * sy, x2 * sx, y2 * sy] for x1, y1, x2, y2, _ in peaks(prob, k, threshold=0.0)]
+        s.hard = s.cells_to_pixels(peaks(prob, k, threshold=0.0))
 
 
 def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optional[dict] = None
