@@ -69,7 +69,7 @@ def main() -> None:
         half.mkdir()
         for p in paths[: a.n // 2]:
             (half / p.name).write_bytes(p.read_bytes())
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         DataContext.get_current().enable_progress_bars = False
         fixed = {}
         # One actor: the job's default plan (on 2 CPUs: 1.5 CPUs, 2 torch threads). Two actors

@@ -46,7 +46,7 @@ def status_mb(field):
 
 from jobs.storage import filesystem
 import ray.data  # noqa: F401 - imported by every scan, whatever its size: a fixed cost (~60 MB)
-ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 filesystem(sys.argv[1], StorageConfig(endpoint_url=sys.argv[2]))  # s3fs/aiobotocore loaded: fixed cost
 # Not ru_maxrss: on Linux it survives fork + exec, so this driver's would start at the
 # benchmark process's own RSS (which grows with the keys it uploaded) and a 100k-key driver
@@ -99,7 +99,7 @@ def main() -> None:
             import ray
             paths = large_jpegs(Path(d) / "imgs", a.n, a.side)
             put_many(client, "bench", {f"imgs/{p.name}": p.read_bytes() for p in paths})
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
             scan_rate(str(Path(d) / "imgs"), str(Path(d) / "warm"), endpoint)  # warm-up: imports, caches
             local = scan_rate(str(Path(d) / "imgs"), str(Path(d) / "out"), endpoint)
             remote = scan_rate("s3://bench/imgs/", "s3://bench/out/", endpoint)

@@ -83,7 +83,11 @@ def start(run_id: str, max_rows: int = MAX_ROWS):
     """The registry of one run, on this (the driver's) node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # Pinned (not soft): a soft affinity let the raylet spill it to a worker node (seen in the
+    # three-node kill test). Lost with that node, it could no longer name the model actors to
+    # stop, and the next attempt waited behind them for CPUs. It needs no resources, so it always
+    # fits here, and this node lives as long as the driver does.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return ray.remote(ContentRegistry).options(name=f"zoomin-registry-{run_id}", num_cpus=0,
                                                scheduling_strategy=here).remote(max_rows)
 

@@ -6,6 +6,7 @@ Cluster:  zoomin scan s3://archive/ --out s3://results/run1 --address auto
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -48,7 +49,9 @@ def _init_ray(rc: RayConfig):
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+        # "local": a new cluster of our own even when another Ray runs on this machine; without it
+        # ray.init() joins that one (found through /tmp/ray) and then refuses num_cpus.
+        ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
     return ray
 
 
@@ -162,3 +165,7 @@ def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) 
                    f"(restart {attempt} of at most {rc.max_restarts})")
             print(f"zoomin: note: {msg}", flush=True)
             run.notes.append(msg)
+        # The abandoned attempt's executor sits in reference cycles with the traceback. Until they
+        # are collected its references to blocks lost with the node stay alive, and Ray keeps
+        # re-running the read tasks that made them, on the CPUs the next attempt waits for.
+        gc.collect()

@@ -98,7 +98,7 @@ def bad_inputs(tmp_path) -> tuple[Path, dict[str, str]]:
 def ray_local():
     """One real local Ray cluster (2 CPUs, like CI) for the whole session."""
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

@@ -33,31 +33,41 @@ def main(src: str, out: str, stall_s: float = 10.0) -> None:
         return {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port(),
                 "runtime_env_agent_port": free_port()}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **ports()})
-    cluster.add_node(num_cpus=1, **ports())
-    victim = cluster.add_node(num_cpus=1, **ports())
+    # Two CPUs a worker: what survives the kill (3 CPUs) holds the model actors, a decode task and
+    # one CPU more. With no CPU to spare, a restart can wait behind Ray's own re-runs of the read
+    # tasks whose blocks died with the node (1 run in 14; README, "Lost workers").
+    workers = [cluster.add_node(num_cpus=2, **ports()) for _ in range(2)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR")
-    state = {"killed_at_files": None}
+    # Shut down whatever happens: a head left running here is found through /tmp/ray by later
+    # ray.init() calls on this machine.
+    try:
+        ray.init(address=cluster.address, logging_level="ERROR")
+        # A worker node dies, never the driver's own: all nodes share this machine's address, so
+        # should the driver have attached to a worker's raylet, the other worker is the victim.
+        here = ray.get_runtime_context().get_node_id()
+        victim = next(n for n in workers if n.node_id != here)
+        state = {"killed_at_files": None}
 
-    def killer():
-        while len(list(Path(out).glob("part-*.parquet"))) < 2:
-            time.sleep(0.05)
-        state["killed_at_files"] = len(list(Path(out).glob("part-*.parquet")))
-        cluster.remove_node(victim, allow_graceful=False)  # SIGKILL its raylet and workers
+        def killer():
+            while len(list(Path(out).glob("part-*.parquet"))) < 2:
+                time.sleep(0.05)
+            state["killed_at_files"] = len(list(Path(out).glob("part-*.parquet")))
+            cluster.remove_node(victim, allow_graceful=False)  # SIGKILL its raylet and workers
 
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    # Two half-CPU actors: after the kill, the two remaining CPUs still hold them and a decode task.
-    s = run_scan(src, out, JobConfig(backend="fake"),
-                 RayConfig(address=cluster.address, actors=2, actor_cpus=0.5, batch_size=4, progress=False,
-                           stall_s=stall_s),
-                 rows_per_file=8)
-    print(json.dumps({"rows": s.rows, "unique": s.unique_uris, "inputs": s.inputs, "complete": s.complete,
-                      "killed_at_files": state["killed_at_files"], "seconds": s.seconds,
-                      "restarts": sum("restarting" in n for n in s.notes), "alive_nodes":
-                      sum(1 for n in ray.nodes() if n["Alive"])}))
-    ray.shutdown()
-    cluster.shutdown()
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        # Two half-CPU actors, so that a restart finds room for them next to the decode tasks.
+        s = run_scan(src, out, JobConfig(backend="fake"),
+                     RayConfig(address=cluster.address, actors=2, actor_cpus=0.5, batch_size=4, progress=False,
+                               stall_s=stall_s),
+                     rows_per_file=8)
+        print(json.dumps({"rows": s.rows, "unique": s.unique_uris, "inputs": s.inputs, "complete": s.complete,
+                          "killed_at_files": state["killed_at_files"], "seconds": s.seconds,
+                          "restarts": sum("restarting" in n for n in s.notes), "alive_nodes":
+                          sum(1 for n in ray.nodes() if n["Alive"])}))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from jobs.runs import RUNS_DIR, remaining
 from jobs.sinks import RUN_RECORD, read_results
 from jobs.sources import SourceConfig, iter_inputs, plan_manifest
 from tests.conftest import jpeg_bytes, textured
+from tests.s3_support import free_port
 from zoomin_core.compact_model import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,42 @@ def test_sigkill_then_the_same_command_finishes_the_rest(tmp_path):
     # still have landed after done_before was counted) plus the rows it added: all, once.
     assert done_before <= record["already_done"] and record["already_done"] + record["new_rows"] == 240
     assert len(list((out / RUNS_DIR).glob("*.json"))) == 2
+
+
+@pytest.mark.slow
+def test_a_scan_starts_its_own_cluster_while_another_ray_runs_here(tmp_path):
+    """`ray start` on the same machine must not capture a scan given no --address: plain
+    ray.init() would join that cluster (found through the Ray temp dir) and refuse --num-cpus."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    _images(src, 4)
+    # Its own Ray temp dir (short: socket paths are limited to 107 bytes): the other cluster is
+    # found there, and nothing under /tmp/ray is touched.
+    ray_tmp = tempfile.mkdtemp(prefix="zr", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT), RAY_TMPDIR=ray_tmp)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    other = subprocess.Popen([ray_bin, "start", "--head", "--block", "--num-cpus", "1", "--disable-usage-stats",
+                              "--include-dashboard", "false", "--port", str(free_port()),
+                              "--dashboard-agent-listen-port", str(free_port()),
+                              "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())],
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        address_file = Path(ray_tmp) / "ray" / "ray_current_cluster"
+        deadline = time.time() + 120
+        while not address_file.exists() and other.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert address_file.exists(), "the other cluster did not start"
+        r = subprocess.run([sys.executable, "-m", "jobs.cli", "scan", str(src), "--out", str(out), "--backend",
+                            "fake", "--no-progress", "--num-cpus", "2"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "cluster 2 CPU" in r.stdout      # its own cluster, not the other one's single CPU
+        assert read_results(out).num_rows == 4
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()
+        subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)   # the other cluster's processes
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.ray
