@@ -279,7 +279,8 @@ def cmd_train(a) -> int:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a scan's results against labels",
                        description="Join RESULTS (a `zoomin scan --out` folder) with LABELS by image path and "
-                                   "print accuracy, precision/recall/F1, ROC-AUC, calibration (ECE), box IoU, "
+                                   "print accuracy, precision/recall/F1, ROC-AUC, calibration (ECE, and the ECE a perfectly "
+                                   "calibrated model would show on that many images), box IoU, "
                                    "region recall at IoU 0.5 and flip rate, overall and per kind and source.")
     p.add_argument("results", help="folder written by `zoomin scan --out`")
     p.add_argument("--labels", required=True,

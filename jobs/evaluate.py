@@ -75,7 +75,7 @@ def _fmt(v) -> str:
 
 
 COLUMNS = ("images", "errors", "accuracy", "first_accuracy", "precision", "recall", "f1", "roc_auc",
-           "ece", "mean_iou", "region_recall", "flip_rate")
+           "ece", "ece_floor", "mean_iou", "region_recall", "flip_rate")
 
 
 def format_report(rep: dict) -> str:

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from zoomin_core.evaluate import Item, ece, metrics, roc_auc
+from zoomin_core.evaluate import Item, ece, ece_floor, metrics, roc_auc
 from zoomin_core.records import Box, ResultRow
 from zoomin_core.schema import rows_to_table
 
@@ -94,3 +94,19 @@ def test_auc_and_ece_edge_cases():
     assert roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5
     assert ece(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
     assert metrics([Item(label=1, status="decode_error")]) == {"images": 1, "errors": 1}
+
+
+def test_ece_floor_is_what_a_calibrated_model_scores_at_that_size():
+    rng = np.random.default_rng(1)
+    small, large = rng.random(150), rng.random(15000)
+    f_small, f_large = ece_floor(small), ece_floor(large)
+    # Binned ECE of labels drawn from the scores themselves: biased upwards on a small set,
+    # shrinking about as 1/sqrt(n).
+    assert 0.03 < f_small < 0.12 and f_large < f_small / 5
+    # A calibrated model's own ECE on a fresh draw lands near its floor; a shifted one does not.
+    y = (rng.random(150) < small).astype(float)
+    assert abs(ece(y, small) - f_small) < 0.06
+    assert ece(y, np.clip(small + 0.3, 0, 1)) > 2 * f_small
+    assert ece_floor(np.array([0.0, 1.0, 1.0])) == 0.0      # certain scores: no sampling error
+    assert ece_floor(np.array([])) is None
+    assert metrics([Item(label=1, status="ok", score=0.7, verdict="generated", initial_verdict="generated")])["ece_floor"] > 0
