@@ -1,5 +1,7 @@
 import io
 import os
+import shutil
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -92,6 +94,24 @@ def write_bad_inputs(folder: Path) -> dict[str, str]:
 def bad_inputs(tmp_path) -> tuple[Path, dict[str, str]]:
     folder = tmp_path / "mixed"
     return folder, write_bad_inputs(folder)
+
+
+def kill_cluster(temp: str) -> None:
+    """Stop only the processes of the cluster whose Ray temp dir is `temp` (`ray stop` would stop
+    every cluster on the machine), then remove that dir."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp in cmd and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from jobs.cli import main
 from jobs.runs import RUNS_DIR, remaining
 from jobs.sinks import RUN_RECORD, read_results
 from jobs.sources import SourceConfig, iter_inputs, plan_manifest
-from tests.conftest import jpeg_bytes, textured
+from tests.conftest import jpeg_bytes, kill_cluster, textured
 from tests.s3_support import free_port
 from zoomin_core.compact_model import DEFAULT_WEIGHTS
 
@@ -102,8 +102,7 @@ def test_a_scan_starts_its_own_cluster_while_another_ray_runs_here(tmp_path):
     finally:
         os.killpg(other.pid, signal.SIGKILL)
         other.wait()
-        subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)   # the other cluster's processes
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        kill_cluster(ray_tmp)
 
 
 @pytest.mark.ray

@@ -1,7 +1,6 @@
 """`zoomin submit` and `zoomin scan --address` against a real Ray cluster started with
 `ray start --head` (dashboard and Jobs API on loopback) plus a worker node."""
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -12,27 +11,12 @@ import pytest
 from jobs.cli import main
 from jobs.sinks import read_results
 from jobs.sources import SAMPLES_DIR
+from tests.conftest import kill_cluster
 from tests.s3_support import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RAY = str(Path(sys.executable).parent / "ray")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _kill_cluster(temp: str) -> None:
-    """Stop only this cluster's processes (`ray stop` would stop every cluster on the machine)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp in cmd and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +39,7 @@ def ray_head():
                        env=env, check=True, capture_output=True, timeout=120)
         yield {"jobs": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{port}"}
     finally:
-        _kill_cluster(temp)
+        kill_cluster(temp)
 
 
 def test_submit_follows_a_scan_to_completion(ray_head, tmp_path, capsys):
