@@ -72,15 +72,17 @@ def ece(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> Optional[floa
     return float(total)
 
 
-def ece_floor(scores: np.ndarray, bins: int = 10, draws: int = 200, seed: int = 0) -> Optional[float]:
+def ece_floor(scores: np.ndarray, bins: int = 10, draws: int = 200, seed: int = 0,
+              q: Optional[float] = None) -> Optional[float]:
     """The ECE a perfectly calibrated model with these scores would show on this many images:
-    the mean ECE over label sets drawn from the scores themselves. Binned ECE is biased upwards
-    on small sets (about 0.06 at 150 images), so an ECE is only meaningful next to this."""
+    the mean (or the `q` quantile) of the ECE over label sets drawn from the scores themselves.
+    Binned ECE is biased upwards on small sets (about 0.06 at 150 images), so an ECE is only
+    meaningful next to this."""
     if not len(scores):
         return None
     rng = np.random.default_rng(seed)
-    return float(np.mean([ece((rng.random(len(scores)) < scores).astype(np.float64), scores, bins)
-                          for _ in range(draws)]))
+    values = [ece((rng.random(len(scores)) < scores).astype(np.float64), scores, bins) for _ in range(draws)]
+    return float(np.quantile(values, q) if q is not None else np.mean(values))
 
 
 def box_metrics(items: Iterable[Item]) -> dict:
