@@ -253,6 +253,10 @@ def _add_train(sub) -> None:
                    help=f"training steps of the scan network (default {TrainConfig.scan_steps})")
     p.add_argument("--zoom-steps", type=int, default=TrainConfig.zoom_steps,
                    help=f"training steps of the zoom network (default {TrainConfig.zoom_steps})")
+    p.add_argument("--pseudo", type=float, default=TrainConfig.pseudo,
+                   help="generator-agnostic regional fakes (a region blurred, resampled, re-noised, median-filtered "
+                        "or re-compressed) added to training, per real training image; they teach the detector "
+                        f"traces no one generator family has (default {TrainConfig.pseudo})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -267,7 +271,8 @@ def cmd_train(a) -> int:
     samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source))
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
             "excluded_sources": a.exclude_source}
-    model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed), meta)
+    model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
+                                             pseudo=a.pseudo), meta)
     calibrate(model, samples)
     model.meta["validation"] = validate(model, samples)
     model.save(a.out)

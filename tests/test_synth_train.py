@@ -8,6 +8,7 @@ import torch
 from jobs.cli import main
 from zoomin_core import ImageInput, load_backend, run_chain
 from zoomin_core.generators import FAMILIES
+from zoomin_core.pseudo import OPS, alter, make_pseudo, pseudo_samples
 from zoomin_core.synth import SynthConfig, make_canvas, make_sample, package_photos, process_photo
 
 
@@ -119,6 +120,38 @@ def test_denoise_family_has_no_upsampling_and_others_do():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("op", OPS)
+def test_pseudo_fake_alters_only_its_boxes_and_every_operation_changes_pixels(photos, op):
+    rng = np.random.default_rng(3)
+    canvas = make_canvas(photos, rng, SynthConfig())
+    region = np.ascontiguousarray(canvas[100:260, 200:400])
+    altered = alter(region, op, rng)
+    assert altered.shape == region.shape and altered.dtype == np.uint8
+    assert (altered != region).any(axis=2).mean() > 0.05  # even a flat region (blur alters little there)
+    out, boxes, ops = make_pseudo(canvas, rng)
+    assert 1 <= len(boxes) == len(ops) <= 3 and set(ops) <= set(OPS)
+    inside = np.zeros(canvas.shape[:2], bool)
+    for x1, y1, x2, y2 in boxes:
+        inside[y1:y2, x1:x2] = True
+    assert np.array_equal(out[~inside], canvas[~inside])
+    assert not np.array_equal(out[inside], canvas[inside])
+
+
+def test_pseudo_samples_are_labelled_regional_fakes_decoded_like_the_job(photos):
+    from zoomin_core.decode import decode_full
+    from zoomin_core.train import Sample
+    rng = np.random.default_rng(4)
+    canvas = make_canvas(photos, rng, SynthConfig())
+    real = Sample("r.jpg", 0, "real", "real", "train", [], b"", canvas[::4, ::4], canvas.shape[1],
+                  canvas.shape[0], canvas)
+    made = pseudo_samples([real], 3, rng)
+    assert len(made) == 3
+    for s in made:
+        assert (s.label, s.kind, s.source, s.split) == (1, "regional", "pseudo", "train") and s.boxes
+        assert s.data[:2] == b"\xff\xd8" and s.full.shape == canvas.shape
+        assert np.array_equal(s.full, decode_full(s.data)) and max(s.view.shape[:2]) <= 768
+
+
 def test_synth_then_train_then_scan(tmp_path):
     data = tmp_path / "synth"
     assert main(["synth", "--out", str(data), "--count", "30", "--generator-steps", "20"]) == 0
@@ -128,10 +161,11 @@ def test_synth_then_train_then_scan(tmp_path):
     assert all((data / r["file"]).read_bytes()[:2] == b"\xff\xd8" for r in records)  # one encoding: JPEG
     weights = tmp_path / "w.safetensors"
     assert main(["train", str(data / "labels.jsonl"), "--out", str(weights), "--version", "t1",
-                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise"]) == 0
+                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise", "--pseudo", "0.5"]) == 0
     backend = load_backend("compact", str(weights))
     assert backend.model_id == "compact/t1"
     assert backend.model.meta["fusion"] and backend.model.meta["scan_calibration"]
     assert "denoise" not in backend.model.meta["train_sources"]
+    assert "pseudo" in backend.model.meta["train_sources"]
     rows = run_chain(backend, [ImageInput(r["file"], (data / r["file"]).read_bytes()) for r in records[:3]])
     assert all(r.status == "ok" and 0 <= r.score <= 1 for r in rows)

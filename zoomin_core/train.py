@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
+from .pseudo import pseudo_samples
 from .rationale import measure
 from .records import ImageInput
 
@@ -67,6 +68,9 @@ class TrainConfig:
     seed: int = 0
     patch: int = 96           # zoom training patch side, native pixels (96 beat 64 clearly)
     view_crop: int = 128      # scan training crop side, view pixels (multiple of 8)
+    # Generator-agnostic regional fakes (`pseudo.py`) added to the train split, per real
+    # training image; 0 trains on the labelled fakes alone.
+    pseudo: float = 0.0
 
 
 def _records(labels: Optional[str], real_dir: Optional[str], generated_dir: Optional[str]) -> list[dict]:
@@ -221,8 +225,11 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
     train_set = [s for s in samples if s.split == "train"]
     if not train_set:
         raise RuntimeError("the labelled set has no 'train' split")
-    model = CompactModel.new(meta)
     t0 = time.perf_counter()
+    if cfg.pseudo > 0:
+        reals = [s for s in train_set if s.label == 0]
+        train_set = train_set + pseudo_samples(reals, round(cfg.pseudo * len(reals)), rng)
+    model = CompactModel.new(meta)
 
     def scan_batch():  # per-cell P(generated) on reduced views
         pairs = [_view_crop(train_set[rng.integers(len(train_set))], cfg.view_crop, rng)
