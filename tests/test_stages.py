@@ -86,3 +86,15 @@ def test_compact_zoom_batches_crops_without_changing_scores():
     one_by_one = [backend.crop_scores([c])[0] for c in crops]
     assert batched == pytest.approx(one_by_one, abs=1e-5)
     assert batched[4] == 0.0 and all(0 < s < 1 for i, s in enumerate(batched) if i != 4)
+
+
+def test_fusion_reads_its_product_term_and_older_two_weight_files():
+    """The final score's logistic: [u, v, w, c] reads logit(first), logit(crop) and their
+    product; a weights file from before the product term ([u, v, c]) reads the first two."""
+    import math
+    backend = load_backend("compact")
+    f, z = math.log(0.7 / 0.3), math.log(0.2 / 0.8)
+    backend.model.meta["fusion"] = [0.5, 1.5, 0.25, -0.1]
+    assert backend.fuse(0.7, 0.2) == pytest.approx(1 / (1 + math.exp(-(0.5 * f + 1.5 * z + 0.25 * f * z - 0.1))))
+    backend.model.meta["fusion"] = [0.5, 1.5, -0.1]
+    assert backend.fuse(0.7, 0.2) == pytest.approx(1 / (1 + math.exp(-(0.5 * f + 1.5 * z - 0.1))))

@@ -3,7 +3,8 @@ report on the splits never used for fitting ("test": in distribution; "holdout":
 seen). Both scores become probabilities thresholded at 0.5:
 
   first look:  P(generated) = sigmoid(a * max cell logit of the scan map + b)
-  final:       P(generated) = sigmoid(u * logit(first look) + v * logit(best crop) + c)
+  final:       P(generated) = sigmoid(u * f + v * z + w * f * z + c), f = logit(first look),
+               z = logit(best crop)
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .backends.compact import CompactBackend
-from .compact_model import DEFAULT_BOXES, CompactModel, logit, proposals
+from .compact_model import DEFAULT_BOXES, CompactModel, fusion_features, proposals
 from .decode import prepare
 from .evaluate import Item, metrics
 from .geometry import iou
@@ -103,7 +104,7 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
     rows = run_samples(model, calib)
     first = np.array([r.initial_score for r in rows])
     crop = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
-    model.meta["fusion"] = fit_logistic(np.stack([logit(first), logit(crop)], axis=1), labels)
+    model.meta["fusion"] = fit_logistic(fusion_features(first, crop), labels)
     model.meta["calib_images"] = len(calib)
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v3.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v4.safetensors"
 SCAN_STRIDE = 8
 ZOOM_STRIDE = 4
 
@@ -76,6 +76,16 @@ def logit(p):
     +-9.2, so one saturated crop score cannot dominate a linear fit. Scalars or arrays."""
     p = np.clip(p, 1e-4, 1 - 1e-4)
     return np.log(p / (1 - p))
+
+
+def fusion_features(scan_score, zoom_score) -> np.ndarray:
+    """What the final score's logistic reads: the logits of the first look and of the best crop,
+    and their product. The product lets the two count more when they agree and less when they
+    do not (a zoom that clears a spot the first look was unsure of). Chosen on the calib split
+    alone: 5-fold cross-validated ECE 0.077 against 0.100 without it (v4 nets). Scalars or arrays;
+    features on the last axis."""
+    f, z = logit(np.asarray(scan_score, dtype=np.float64)), logit(np.asarray(zoom_score, dtype=np.float64))
+    return np.stack([f, z, f * z], axis=-1)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .. import rationale
-from ..compact_model import DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, logit, pool_logits, proposals, to_tensor
+from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fusion_features, pool_logits,
+                             proposals, to_tensor)
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
 
 
@@ -110,7 +111,8 @@ class CompactBackend:
         w = self.model.meta.get("fusion")
         if not w:
             return zoom_score
-        z = w[0] * logit(scan_score) + w[1] * logit(zoom_score) + w[2]
+        # Weights files before v4 hold two feature weights: they read the first two features.
+        z = float(fusion_features(scan_score, zoom_score)[:len(w) - 1] @ np.asarray(w[:-1])) + w[-1]
         return float(1.0 / (1.0 + np.exp(-z)))
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list[Verdict]:
