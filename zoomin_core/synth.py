@@ -13,7 +13,7 @@ Every sample then gets the same final JPEG encoding, so the file format is no sh
 
 Splits: photos in `holdout_photos` are never used for training anything (generators or
 detector); samples made from them are split "holdout". The other samples are split at random
-into train (70%), calib (15%: score calibration) and test (15%: the in-distribution test).
+into train (60%), calib (20%: score calibration) and test (20%: the in-distribution test).
 Output: DIR/images/*.jpg and DIR/labels.jsonl, one JSON object per image.
 """
 from __future__ import annotations
