@@ -119,7 +119,6 @@ def test_denoise_family_has_no_upsampling_and_others_do():
     assert all(upsamples(FAMILIES[f]()) for f in ("ae_tconv", "ae_resize", "sr_shuffle"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("op", OPS)
 def test_pseudo_fake_alters_only_its_boxes_and_every_operation_changes_pixels(photos, op):
     rng = np.random.default_rng(3)
@@ -152,6 +151,7 @@ def test_pseudo_samples_are_labelled_regional_fakes_decoded_like_the_job(photos)
         assert np.array_equal(s.full, decode_full(s.data)) and max(s.view.shape[:2]) <= 768
 
 
+@pytest.mark.slow
 def test_synth_then_train_then_scan(tmp_path):
     data = tmp_path / "synth"
     assert main(["synth", "--out", str(data), "--count", "30", "--generator-steps", "20"]) == 0

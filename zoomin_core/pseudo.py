@@ -33,7 +33,7 @@ from PIL import Image, ImageFilter
 
 from .decode import DecodeConfig, decode_full, prepare
 from .records import ImageInput
-from .synth import encode_jpeg, random_boxes
+from .synth import as_grey, encode_jpeg, is_grey, random_boxes
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,10 @@ def make_pseudo(full: np.ndarray, rng: np.random.Generator, area: tuple[float, f
     out = full.copy()
     boxes = random_boxes(h, w, rng, area)
     ops = [OPS[rng.integers(len(OPS))] for _ in boxes]
-    grey = bool(np.all(full[..., 0] == full[..., 1]) and np.all(full[..., 1] == full[..., 2]))
+    grey = is_grey(full)
     for (x1, y1, x2, y2), op in zip(boxes, ops):
         patch = alter(np.ascontiguousarray(full[y1:y2, x1:x2]), op, rng)
-        if grey:  # a grey photo stays grey: colour noise would be a shortcut
-            patch = np.repeat(patch.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
-        out[y1:y2, x1:x2] = patch
+        out[y1:y2, x1:x2] = as_grey(patch) if grey else patch
     return out, boxes, ops
 
 

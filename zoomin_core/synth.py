@@ -75,9 +75,15 @@ def folder_photos(folder: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _is_grey(a: np.ndarray) -> bool:
+def is_grey(a: np.ndarray) -> bool:
     """An RGB array whose three channels are equal (a greyscale photo stored as RGB)."""
     return bool(np.all(a[..., 0] == a[..., 1]) and np.all(a[..., 1] == a[..., 2]))
+
+
+def as_grey(a: np.ndarray) -> np.ndarray:
+    """RGB (h, w, 3) -> the same pixels with three equal channels (their mean): what a generator
+    or alteration made of a grey photo stays grey, since colour noise would be a shortcut."""
+    return np.repeat(a.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:
@@ -118,7 +124,7 @@ def process_photo(a: np.ndarray, rng: np.random.Generator, min_side: int = 0) ->
     from learning "smooth means generated" (single-photo collages of the soft `coffee` and
     `chelsea` photos scored 0.99-1.00 with the v2 weights); see SynthConfig.processing for what
     it measured."""
-    grey = _is_grey(a)
+    grey = is_grey(a)
     im = Image.fromarray(a[..., 0] if grey else a)
     ops = ["blur", "sharpen", "jpeg"]
     if min_side and min(a.shape[:2]) * 0.95 >= min_side:
@@ -194,13 +200,11 @@ def make_sample(canvas: np.ndarray, kind: str, gen: Optional[Generator], rng: np
     if kind == "real":
         return canvas, []
     h, w = canvas.shape[:2]
-    grey = _is_grey(canvas)
+    grey = is_grey(canvas)
 
     def regen(pixels: np.ndarray) -> np.ndarray:
         out = gen.regenerate(pixels)
-        if grey:  # a grey photo stays grey: colour noise would be a shortcut, not a trace
-            out = np.repeat(out.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
-        return out
+        return as_grey(out) if grey else out
 
     if kind == "whole":
         return regen(canvas), [[0, 0, w, h]]
