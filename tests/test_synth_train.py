@@ -9,7 +9,8 @@ from jobs.cli import main
 from zoomin_core import ImageInput, load_backend, run_chain
 from zoomin_core.generators import FAMILIES
 from zoomin_core.pseudo import OPS, alter, make_pseudo, pseudo_samples
-from zoomin_core.synth import SynthConfig, make_canvas, make_sample, package_photos, process_photo
+from zoomin_core.synth import (SynthConfig, _train_pool_splits, make_canvas, make_sample, package_photos,
+                               photo_pools, process_photo)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,27 @@ def test_package_photos_are_available_offline():
     named = package_photos()
     assert {"astronaut", "coffee", "china"} <= set(named)
     assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for a in named.values())
+
+
+def test_calib_only_photos_are_apart_and_overall_split_shares_hold():
+    named = package_photos()
+    holdout, calib = photo_pools(named, SynthConfig())
+    assert set(holdout) == {"coffee", "coins", "flower"} and set(calib) == {"chelsea", "camera", "rocket"}
+    # a user's folder: every seventh photo each, disjoint; too few photos: no calib-only pool
+    folder = {f"p{i:02d}.jpg": None for i in range(21)}
+    holdout, calib = photo_pools(folder, SynthConfig())
+    assert len(holdout) == 3 and len(calib) == 3 and not set(holdout) & set(calib)
+    assert photo_pools({f"p{i}": None for i in range(8)}, SynthConfig())[1] == {}
+    assert len(photo_pools({f"p{i}": None for i in range(9)}, SynthConfig())[1]) == 1
+    assert photo_pools(named, SynthConfig(calib_share=0))[1] == {}
+    # the training photos' shares plus the calib-only photos' (calib/test only) give cfg.splits
+    cfg = SynthConfig(calib_share=0.2, holdout_share=0.1, splits=(("train", 0.5), ("calib", 0.3), ("test", 0.2)))
+    c = cfg.calib_share / (1 - cfg.holdout_share)
+    pool = dict(_train_pool_splits(cfg))
+    assert sum(pool.values()) == pytest.approx(1)
+    assert (1 - c) * pool["train"] == pytest.approx(0.5)
+    assert (1 - c) * pool["calib"] + c * 0.3 / 0.5 == pytest.approx(0.3)
+    assert (1 - c) * pool["test"] + c * 0.2 / 0.5 == pytest.approx(0.2)
 
 
 def test_canvas_is_large_and_made_of_native_photo_pixels(photos):
@@ -159,6 +181,9 @@ def test_synth_then_train_then_scan(tmp_path):
     assert len(records) == 30 and {r["kind"] for r in records} == {"real", "whole", "regional"}
     assert {r["source"] for r in records} - {"real"} <= set(FAMILIES)
     assert all((data / r["file"]).read_bytes()[:2] == b"\xff\xd8" for r in records)  # one encoding: JPEG
+    # photos kept from training: holdout ones only in "holdout", calib-only ones never in "train"
+    assert all((r["split"] == "holdout") == (r["photos"] == "holdout") for r in records)
+    assert all(r["split"] in ("calib", "test") for r in records if r["photos"] == "calib")
     weights = tmp_path / "w.safetensors"
     assert main(["train", str(data / "labels.jsonl"), "--out", str(weights), "--version", "t1",
                  "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise", "--pseudo", "0.5"]) == 0
