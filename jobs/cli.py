@@ -220,6 +220,10 @@ def _add_synth(sub) -> None:
     p.add_argument("--processing", type=float, default=SynthConfig.processing,
                    help="share of photo crops given ordinary real-photo processing first (blur, sharpening, "
                         f"an earlier JPEG save, down-scaling), real and generated alike (default {SynthConfig.processing})")
+    p.add_argument("--defocus", type=float, default=SynthConfig.defocus,
+                   help="share of photo crops given a patch of simulated defocus (optical blur with sensor noise "
+                        "on top), real and generated alike: smooth areas that are real "
+                        f"(default {SynthConfig.defocus})")
     p.add_argument("--calib-share", type=float, default=SynthConfig.calib_share,
                    help="share of images made from photos kept out of all training and used only for the calib "
                         "and test splits, so that the score calibration knows photos the detector never saw "
@@ -237,7 +241,8 @@ def cmd_synth(a) -> int:
         return 2
     path = synthesize(a.out, SynthConfig(count=a.count, seed=a.seed, jpeg_quality=a.jpeg_quality,
                                          generator_steps=a.generator_steps, families=families,
-                                         processing=a.processing, calib_share=a.calib_share), photos)
+                                         processing=a.processing, defocus=a.defocus,
+                                         calib_share=a.calib_share), photos)
     print(f"zoomin synth: {a.count} images, labels in {path}")
     return 0
 

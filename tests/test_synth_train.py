@@ -9,8 +9,8 @@ from jobs.cli import main
 from zoomin_core import ImageInput, load_backend, run_chain
 from zoomin_core.generators import FAMILIES
 from zoomin_core.pseudo import OPS, alter, make_pseudo, pseudo_samples
-from zoomin_core.synth import (SynthConfig, _train_pool_splits, make_canvas, make_sample, package_photos,
-                               photo_pools, process_photo)
+from zoomin_core.synth import (SynthConfig, _train_pool_splits, defocus_patch, make_canvas, make_sample,
+                               package_photos, photo_pools, process_photo)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,20 @@ def test_calib_only_photos_are_apart_and_overall_split_shares_hold():
     assert (1 - c) * pool["train"] == pytest.approx(0.5)
     assert (1 - c) * pool["calib"] + c * 0.3 / 0.5 == pytest.approx(0.3)
     assert (1 - c) * pool["test"] + c * 0.2 / 0.5 == pytest.approx(0.2)
+
+
+def test_defocus_patch_softens_part_of_the_photo_and_keeps_it_grey(photos):
+    rng = np.random.default_rng(2)
+    colour = next(a for a in photos if not np.array_equal(a[..., 0], a[..., 1]))
+    grey = next(a for a in photos if np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
+    for a in (np.ascontiguousarray(colour[:300, :400]), np.ascontiguousarray(grey[:300, :400])):
+        for _ in range(3):
+            out = defocus_patch(a, rng)
+            assert out.shape == a.shape and out.dtype == np.uint8
+            changed = np.any(out != a, axis=2).mean()
+            assert 0.05 < changed < 0.9  # a part, not all and not nothing
+    g = defocus_patch(np.ascontiguousarray(grey[:300, :400]), rng)
+    assert np.array_equal(g[..., 0], g[..., 1]) and np.array_equal(g[..., 1], g[..., 2])
 
 
 def test_canvas_is_large_and_made_of_native_photo_pixels(photos):

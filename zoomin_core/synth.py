@@ -120,6 +120,9 @@ class SynthConfig:
     # default: a detector trained on a set made with 0.5 did worse on photos it never saw (on one
     # separate set, real accuracy 0.20 on held-out photos against 0.70), same training budget.
     processing: float = 0.0
+    # Share of photo crops given a patch of simulated defocus (`defocus_patch`): real smooth
+    # areas, so that smoothness alone is no evidence of generation.
+    defocus: float = 0.0
     # A fifth each for calibration and testing: ~400 images each at the default count. At 150
     # (the earlier 15%) the calibration fit moved visibly between two random splits, and the
     # ECE of even a perfectly calibrated model would read 0.064 on the test split.
@@ -156,6 +159,27 @@ def process_photo(a: np.ndarray, rng: np.random.Generator, min_side: int = 0) ->
     return _rgb(np.asarray(im))
 
 
+def defocus_patch(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A real photo with part of it out of focus, as a camera makes it: an ellipse (feathered
+    edge, 20-60% of the crop) blurred optically, then the sensor's noise on top (a blur alone
+    would be cleaner than any camera output). Greyscale stays greyscale."""
+    h, w = a.shape[:2]
+    grey = is_grey(a)
+    radius = float(rng.uniform(1.5, 4.0))
+    blurred = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(radius)), np.float32)
+    shape = (h, w, 1) if grey else (h, w, 3)
+    blurred = blurred + rng.normal(0.0, float(rng.uniform(0.8, 2.5)), shape).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    area = rng.uniform(0.2, 0.6) * h * w
+    ry = np.sqrt(area / np.pi * np.exp(rng.uniform(-0.5, 0.5)))
+    rx = area / np.pi / ry
+    d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    m = np.clip((1.15 - d) / 0.3, 0.0, 1.0)[..., None]      # feathered edge
+    out = (a.astype(np.float32) * (1 - m) + blurred * m).round().clip(0, 255).astype(np.uint8)
+    return as_grey(out) if grey else out
+
+
 def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
     """A real high-resolution canvas: one crop of a large photo, or a collage of native crops
     (each processed like a real photo with probability cfg.processing)."""
@@ -166,6 +190,8 @@ def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthCo
         ch, cw = int(h * rng.uniform(0.7, 1.0)), int(w * rng.uniform(0.7, 1.0))
         y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
         crop = np.ascontiguousarray(a[y:y + ch, x:x + cw])
+        if rng.random() < cfg.defocus:
+            crop = defocus_patch(crop, rng)
         return process_photo(crop, rng, min_side=680) if rng.random() < cfg.processing else crop
     rows, cols = cfg.grids[rng.integers(len(cfg.grids))]
     th, tw = (int(rng.integers(cfg.tile_side[0], cfg.tile_side[1] + 1)) for _ in range(2))
@@ -180,6 +206,8 @@ def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthCo
             a = usable[rng.integers(len(usable))]
             y, x = rng.integers(a.shape[0] - th + 1), rng.integers(a.shape[1] - tw + 1)
             tile = a[y:y + th, x:x + tw]
+            if rng.random() < cfg.defocus:
+                tile = defocus_patch(np.ascontiguousarray(tile), rng)
             if rng.random() < cfg.processing:
                 tile = process_photo(tile, rng)
             canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile[:, ::-1] if rng.random() < 0.5 else tile
