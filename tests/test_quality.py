@@ -32,11 +32,6 @@ def planted():
     return reals, fakes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known failure of the shipped compact/v4 weights: they call all 3 planted images generated "
-    "(0.68-0.87) and box all 3 regions (IoU 0.34-0.79), but two real collages of the held-out "
-    "photos score 0.76 and 0.98, above planted ones (see README, 'Measured'); strict, so it "
-    "turns into a failure the day the weights pass it"))
 def test_shipped_weights_find_planted_regions(planted):
     reals, fakes = planted
     backend = load_backend("compact")
