@@ -194,7 +194,7 @@ def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthCo
         ch, cw = int(h * rng.uniform(0.7, 1.0)), int(w * rng.uniform(0.7, 1.0))
         y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
         crop = np.ascontiguousarray(a[y:y + ch, x:x + cw])
-        if rng.random() < cfg.defocus:
+        if cfg.defocus and rng.random() < cfg.defocus:
             crop = defocus_patch(crop, rng)
         return process_photo(crop, rng, min_side=680) if rng.random() < cfg.processing else crop
     rows, cols = cfg.grids[rng.integers(len(cfg.grids))]
@@ -210,7 +210,7 @@ def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthCo
             a = usable[rng.integers(len(usable))]
             y, x = rng.integers(a.shape[0] - th + 1), rng.integers(a.shape[1] - tw + 1)
             tile = a[y:y + th, x:x + tw]
-            if rng.random() < cfg.defocus:
+            if cfg.defocus and rng.random() < cfg.defocus:
                 tile = defocus_patch(np.ascontiguousarray(tile), rng)
             if rng.random() < cfg.processing:
                 tile = process_photo(tile, rng)
