@@ -233,16 +233,20 @@ def _add_synth(sub) -> None:
 
 def cmd_synth(a) -> int:
     from zoomin_core.synth import folder_photos, synthesize
-    photos = folder_photos(a.real_dir) if a.real_dir else None
     families = tuple(f.strip() for f in a.families.split(",") if f.strip())
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         print(f"zoomin synth: error: unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
         return 2
-    path = synthesize(a.out, SynthConfig(count=a.count, seed=a.seed, jpeg_quality=a.jpeg_quality,
-                                         generator_steps=a.generator_steps, families=families,
-                                         processing=a.processing, defocus=a.defocus,
-                                         calib_share=a.calib_share), photos)
+    try:
+        cfg = SynthConfig(count=a.count, seed=a.seed, jpeg_quality=a.jpeg_quality,
+                          generator_steps=a.generator_steps, families=families,
+                          processing=a.processing, defocus=a.defocus, calib_share=a.calib_share)
+    except ValueError as e:
+        print(f"zoomin synth: error: {e}", file=sys.stderr)
+        return 2
+    photos = folder_photos(a.real_dir) if a.real_dir else None
+    path = synthesize(a.out, cfg, photos)
     print(f"zoomin synth: {a.count} images, labels in {path}")
     return 0
 

@@ -41,6 +41,9 @@ def test_calib_only_photos_are_apart_and_overall_split_shares_hold():
     assert photo_pools({f"p{i}": None for i in range(8)}, SynthConfig())[1] == {}
     assert len(photo_pools({f"p{i}": None for i in range(9)}, SynthConfig())[1]) == 1
     assert photo_pools(named, SynthConfig(calib_share=0))[1] == {}
+    with pytest.raises(ValueError, match="leave some images"):
+        SynthConfig(calib_share=0.9)
+    assert main(["synth", "--out", "unused", "--defocus", "1.5"]) == 2  # refused before any work
     # the training photos' shares plus the calib-only photos' (calib/test only) give cfg.splits
     cfg = SynthConfig(calib_share=0.2, holdout_share=0.1, splits=(("train", 0.5), ("calib", 0.3), ("test", 0.2)))
     c = cfg.calib_share / (1 - cfg.holdout_share)

@@ -13,8 +13,8 @@ Every sample then gets the same final JPEG encoding, so the file format is no sh
 
 Splits: photos in `holdout_photos` are never used for training anything (generators or
 detector); samples made from them are split "holdout". Photos in `calib_photos` are never used
-for training either, but their samples go to calib and test: the score calibration must see
-photos the networks never saw, or it is over-confident on every photo a user brings. Overall,
+for training either, but their samples go to calib and test, so that the score calibration and
+the in-distribution test include photos the networks never saw. Overall,
 the non-holdout samples are split train (60%), calib (20%: score calibration) and test (20%:
 the in-distribution test, drawn like calib).
 Output: DIR/images/*.jpg and DIR/labels.jsonl, one JSON object per image.
@@ -131,6 +131,14 @@ class SynthConfig:
     # (the earlier 15%) the calibration fit moved visibly between two random splits, and the
     # ECE of even a perfectly calibrated model would read 0.064 on the test split.
     splits: tuple[tuple[str, float], ...] = (("train", 0.6), ("calib", 0.2), ("test", 0.2))
+
+    def __post_init__(self):
+        for name in ("holdout_share", "calib_share", "processing", "defocus"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.holdout_share + self.calib_share >= 1:
+            raise ValueError("holdout_share + calib_share must leave some images for training, "
+                             f"got {self.holdout_share} + {self.calib_share}")
 
 
 def process_photo(a: np.ndarray, rng: np.random.Generator, min_side: int = 0) -> np.ndarray:
