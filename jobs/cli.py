@@ -286,7 +286,7 @@ def cmd_train(a) -> int:
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
             "excluded_sources": a.exclude_source}
     model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
-                                             pseudo=a.pseudo), meta)
+                                       pseudo=a.pseudo), meta)
     calibrate(model, samples)
     model.meta["validation"] = validate(model, samples)
     model.save(a.out)

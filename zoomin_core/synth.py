@@ -175,6 +175,7 @@ def defocus_patch(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A real photo with part of it out of focus, as a camera makes it: an ellipse (feathered
     edge, 20-60% of the crop) blurred optically, then the sensor's noise on top (a blur alone
     would be cleaner than any camera output). Greyscale stays greyscale."""
+    a = np.ascontiguousarray(a)
     h, w = a.shape[:2]
     grey = is_grey(a)
     radius = float(rng.uniform(1.5, 4.0))
@@ -192,19 +193,25 @@ def defocus_patch(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return as_grey(out) if grey else out
 
 
+def _as_found(crop: np.ndarray, rng: np.random.Generator, cfg: SynthConfig, min_side: int = 0) -> np.ndarray:
+    """A photo crop as it reaches the canvas: a defocus patch with probability cfg.defocus, then
+    ordinary processing with probability cfg.processing. No random number is drawn for defocus
+    when it is 0, so sets made before it existed are made again byte for byte."""
+    if cfg.defocus and rng.random() < cfg.defocus:
+        crop = defocus_patch(crop, rng)
+    return process_photo(crop, rng, min_side) if rng.random() < cfg.processing else crop
+
+
 def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
     """A real high-resolution canvas: one crop of a large photo, or a collage of native crops
-    (each processed like a real photo with probability cfg.processing)."""
+    (each through `_as_found`: a defocus patch and ordinary processing, by cfg's shares)."""
     large = [a for a in photos if min(a.shape[:2]) >= 900]
     if large and rng.random() < 0.5:
         a = large[rng.integers(len(large))]
         h, w = a.shape[:2]
         ch, cw = int(h * rng.uniform(0.7, 1.0)), int(w * rng.uniform(0.7, 1.0))
         y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
-        crop = np.ascontiguousarray(a[y:y + ch, x:x + cw])
-        if cfg.defocus and rng.random() < cfg.defocus:
-            crop = defocus_patch(crop, rng)
-        return process_photo(crop, rng, min_side=680) if rng.random() < cfg.processing else crop
+        return _as_found(np.ascontiguousarray(a[y:y + ch, x:x + cw]), rng, cfg, min_side=680)
     rows, cols = cfg.grids[rng.integers(len(cfg.grids))]
     th, tw = (int(rng.integers(cfg.tile_side[0], cfg.tile_side[1] + 1)) for _ in range(2))
     usable = [a for a in photos if a.shape[0] >= th and a.shape[1] >= tw]
@@ -217,11 +224,7 @@ def make_canvas(photos: list[np.ndarray], rng: np.random.Generator, cfg: SynthCo
         for c in range(cols):
             a = usable[rng.integers(len(usable))]
             y, x = rng.integers(a.shape[0] - th + 1), rng.integers(a.shape[1] - tw + 1)
-            tile = a[y:y + th, x:x + tw]
-            if cfg.defocus and rng.random() < cfg.defocus:
-                tile = defocus_patch(np.ascontiguousarray(tile), rng)
-            if rng.random() < cfg.processing:
-                tile = process_photo(tile, rng)
+            tile = _as_found(a[y:y + th, x:x + tw], rng, cfg)
             canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile[:, ::-1] if rng.random() < 0.5 else tile
     return canvas
 
@@ -301,14 +304,10 @@ def _train_pool_splits(cfg: SynthConfig) -> tuple[tuple[str, float], ...]:
     """Split shares for samples of the training photos, such that together with the calib-only
     photos' samples (calib or test, in cfg's proportion) the overall shares are cfg.splits."""
     c = cfg.calib_share / max(1e-9, 1 - cfg.holdout_share)   # share of non-holdout samples
-    shares = dict(cfg.splits)
-    rest = sum(w for k, w in shares.items() if k != "train")
-    total = sum(shares.values())
-    out = []
-    for k, w in cfg.splits:
-        w = w / total
-        out.append((k, max(0.0, (w - (0 if k == "train" else c * w * total / rest)) / (1 - c))))
-    return tuple(out)
+    total = sum(w for _, w in cfg.splits)
+    rest = sum(w for k, w in cfg.splits if k != "train")     # what the calib-only photos split
+    return tuple((k, max(0.0, (w / total - (0 if k == "train" else c * w / rest)) / (1 - c)))
+                 for k, w in cfg.splits)
 
 
 def synthesize(out_dir: str | Path, cfg: SynthConfig = SynthConfig(),
@@ -321,6 +320,7 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig = SynthConfig(),
     holdout, calib_only = photo_pools(photos, cfg)
     train_photos = {k: v for k, v in photos.items() if k not in holdout and k not in calib_only} or photos
     train_splits = _train_pool_splits(cfg) if calib_only else cfg.splits
+    calib_splits = tuple(x for x in cfg.splits if x[0] != "train")
     gens = {f: train_generator(f, list(train_photos.values()), cfg.generator_steps, cfg.seed + i)
             for i, f in enumerate(cfg.families)}
     out = Path(out_dir)
@@ -333,7 +333,7 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig = SynthConfig(),
             if holdout and u < cfg.holdout_share:
                 group, split, pool = "holdout", "holdout", holdout
             elif calib_only and u < cfg.holdout_share + cfg.calib_share:
-                group, split, pool = "calib", _choice(tuple(x for x in cfg.splits if x[0] != "train"), rng), calib_only
+                group, split, pool = "calib", _choice(calib_splits, rng), calib_only
             else:
                 group, split, pool = "train", _choice(train_splits, rng), train_photos
             kind = _choice(cfg.kinds, rng)
