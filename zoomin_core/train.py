@@ -61,7 +61,10 @@ class Sample:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    scan_steps: int = 1500
+    # 3000 scan steps against 1500, the rest the same (synth6, box settings fitted on the same
+    # grid): test region recall 0.384 -> 0.438, accuracy 0.866 -> 0.887, and held-out real
+    # photos called real 0.46 -> 0.65 of the time.
+    scan_steps: int = 3000
     zoom_steps: int = 1500
     batch: int = 32
     lr: float = 2e-3
