@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--zoom-steps", type=int, default=TrainConfig.zoom_steps)
     ap.add_argument("--pseudo", type=float, default=TrainConfig.pseudo,
                     help="generator-agnostic pseudo-fakes per real training image (see zoomin_core/pseudo.py)")
+    ap.add_argument("--augment", type=float, default=TrainConfig.augment,
+                    help="probability of each training-patch perturbation (see zoomin_core/augment.py)")
     ap.add_argument("--weights", default=None,
                     help="the all-families model to evaluate (e.g. the shipped weights, made by `zoomin train` "
                          "on the same set); default: train it here")
@@ -95,7 +97,7 @@ def main() -> None:
     if not labels_path.exists():
         synthesize(data, SynthConfig())
     families = list(FAMILIES) if a.families == "all" else a.families.split(",")
-    cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo)
+    cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment)
     t0 = time.perf_counter()
     everything = load_labelled(str(labels_path))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)

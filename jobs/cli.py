@@ -271,6 +271,9 @@ def _add_train(sub) -> None:
                    help="generator-agnostic regional fakes (a region blurred, resampled, re-noised, median-filtered "
                         "or re-compressed) added to training, per real training image; they teach the detector "
                         f"traces no one generator family has (default {TrainConfig.pseudo})")
+    p.add_argument("--augment", type=float, default=TrainConfig.augment,
+                   help="probability of each perturbation (noise, blur, re-compression) of a training patch, "
+                        f"real or generated alike (default {TrainConfig.augment})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -286,7 +289,7 @@ def cmd_train(a) -> int:
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
             "excluded_sources": a.exclude_source}
     model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
-                                       pseudo=a.pseudo), meta)
+                                       pseudo=a.pseudo, augment=a.augment), meta)
     calibrate(model, samples)
     model.meta["validation"] = validate(model, samples)
     model.save(a.out)

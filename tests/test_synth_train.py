@@ -7,6 +7,7 @@ import torch
 
 from jobs.cli import main
 from zoomin_core import ImageInput, load_backend, run_chain
+from zoomin_core.augment import perturb
 from zoomin_core.generators import FAMILIES
 from zoomin_core.pseudo import OPS, alter, make_pseudo, pseudo_samples
 from zoomin_core.synth import (SynthConfig, _train_pool_splits, defocus_patch, make_canvas, make_sample,
@@ -190,6 +191,22 @@ def test_pseudo_samples_are_labelled_regional_fakes_decoded_like_the_job(photos)
         assert np.array_equal(s.full, decode_full(s.data)) and max(s.view.shape[:2]) <= 768
 
 
+def test_training_perturbations_are_mild_and_off_at_zero(photos):
+    rng = np.random.default_rng(5)
+    canvas = make_canvas(photos, rng, SynthConfig())
+    patch = np.ascontiguousarray(canvas[300:396, 300:396])
+    assert perturb(patch, rng, 0.0) is patch
+    changed = [perturb(patch, np.random.default_rng(k), 1.0) for k in range(8)]
+    for out in changed:
+        assert out.shape == patch.shape and out.dtype == np.uint8
+        diff = np.abs(out.astype(int) - patch.astype(int))
+        assert diff.mean() > 0.5       # all three operations applied: the patch changed
+        assert diff.mean() < 12        # ... but it is still the same picture, not a new one
+    # at p = 0.5 some patches come back untouched and some do not
+    draws = [perturb(patch, np.random.default_rng(100 + k), 0.5) is patch for k in range(40)]
+    assert 0 < sum(draws) < 40
+
+
 @pytest.mark.slow
 def test_synth_then_train_then_scan(tmp_path):
     data = tmp_path / "synth"
@@ -203,11 +220,12 @@ def test_synth_then_train_then_scan(tmp_path):
     assert all(r["split"] in ("calib", "test") for r in records if r["photos"] == "calib")
     weights = tmp_path / "w.safetensors"
     assert main(["train", str(data / "labels.jsonl"), "--out", str(weights), "--version", "t1",
-                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise", "--pseudo", "0.5"]) == 0
+                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise", "--pseudo", "0.5", "--augment", "0.5"]) == 0
     backend = load_backend("compact", str(weights))
     assert backend.model_id == "compact/t1"
     assert backend.model.meta["fusion"] and backend.model.meta["scan_calibration"]
     assert "denoise" not in backend.model.meta["train_sources"]
     assert "pseudo" in backend.model.meta["train_sources"]
+    assert backend.model.meta["train_config"]["augment"] == 0.5
     rows = run_chain(backend, [ImageInput(r["file"], (data / r["file"]).read_bytes()) for r in records[:3]])
     assert all(r.status == "ok" and 0 <= r.score <= 1 for r in rows)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import perturb
 from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .pseudo import pseudo_samples
@@ -74,6 +75,9 @@ class TrainConfig:
     # Generator-agnostic regional fakes (`pseudo.py`) added to the train split, per real
     # training image; 0 trains on the labelled fakes alone.
     pseudo: float = 0.0
+    # Probability of each whole-patch perturbation (noise, blur, re-compression; `augment.py`),
+    # drawn independently for every training patch of either net, real or generated alike.
+    augment: float = 0.0
 
 
 def _records(labels: Optional[str], real_dir: Optional[str], generated_dir: Optional[str]) -> list[dict]:
@@ -237,14 +241,15 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
     def scan_batch():  # per-cell P(generated) on reduced views
         pairs = [_view_crop(train_set[rng.integers(len(train_set))], cfg.view_crop, rng)
                  for _ in range(cfg.batch // 2)]
-        return _batch([p[0] for p in pairs]), torch.from_numpy(np.stack([p[1] for p in pairs])).float()
+        return (_batch([perturb(p[0], rng, cfg.augment) for p in pairs]),
+                torch.from_numpy(np.stack([p[1] for p in pairs])).float())
 
     half = cfg.batch // 2
     labels = torch.cat([torch.ones(half), torch.zeros(half)])
 
     def zoom_batch():  # native patches, half inside generated regions, half outside any
-        return _batch([_patch(train_set, True, cfg.patch, rng) for _ in range(half)]
-                      + [_patch(train_set, False, cfg.patch, rng) for _ in range(half)]), labels
+        return _batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
+                       for positive in (True, False) for _ in range(half)]), labels
 
     _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan")
     _mark_hard_negatives(model, [s for s in train_set if s.label == 0])
