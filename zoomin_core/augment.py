@@ -21,12 +21,12 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-# Each operation is applied on its own with the configured probability, in this order.
-OPS = ("noise", "blur", "jpeg")
+from .synth import encode_jpeg
 
 
 def perturb(patch: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
-    """uint8 (h, w, 3) -> a perturbed copy (or the patch itself when nothing was drawn)."""
+    """uint8 (h, w, 3) -> a perturbed copy (or the patch itself when nothing was drawn). Each
+    operation is drawn on its own with probability p, in this order: noise, blur, JPEG."""
     if p <= 0:
         return patch
     out = patch
@@ -36,7 +36,6 @@ def perturb(patch: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray
     if rng.random() < p:  # softness: a Gaussian blur of 0.3-1.2 px
         out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2)))))
     if rng.random() < p:  # another compression: JPEG quality 60-95
-        buf = io.BytesIO()
-        Image.fromarray(out).save(buf, "JPEG", quality=int(rng.integers(60, 96)))
-        out = np.asarray(Image.open(buf).convert("RGB"))
+        data = encode_jpeg(out, int(rng.integers(60, 96)))
+        out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     return out
