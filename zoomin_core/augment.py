@@ -16,12 +16,10 @@ accuracy fell from 0.887 to 0.805 and region recall from 0.438 to 0.342 (README,
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .synth import encode_jpeg
+from .synth import recompress
 
 
 def perturb(patch: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
@@ -36,6 +34,5 @@ def perturb(patch: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray
     if rng.random() < p:  # softness: a Gaussian blur of 0.3-1.2 px
         out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2)))))
     if rng.random() < p:  # another compression: JPEG quality 60-95
-        data = encode_jpeg(out, int(rng.integers(60, 96)))
-        out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        out = recompress(out, int(rng.integers(60, 96)))
     return out

@@ -25,7 +25,6 @@ generated, so accuracy fell (README, "Measured").
 """
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
@@ -33,7 +32,7 @@ from PIL import Image, ImageFilter
 
 from .decode import DecodeConfig, decode_full, prepare
 from .records import ImageInput
-from .synth import as_grey, encode_jpeg, is_grey, random_boxes
+from .synth import as_grey, encode_jpeg, is_grey, random_boxes, recompress
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def alter(region: np.ndarray, op: str, rng: np.random.Generator) -> np.ndarray:
     if op == "median":
         return np.asarray(im.filter(ImageFilter.MedianFilter(3)))
     if op == "jpeg":
-        return np.asarray(Image.open(io.BytesIO(encode_jpeg(region, int(rng.integers(30, 71))))).convert("RGB"))
+        return recompress(region, int(rng.integers(30, 71)))
     raise ValueError(f"unknown operation {op!r}")
 
 

@@ -277,6 +277,11 @@ def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def recompress(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """RGB uint8 pixels after one more JPEG save at `quality` (and decode)."""
+    return np.asarray(Image.open(io.BytesIO(encode_jpeg(pixels, quality))).convert("RGB"))
+
+
 def _choice(pairs: tuple[tuple[str, float], ...], rng: np.random.Generator) -> str:
     names, weights = zip(*pairs)
     return names[int(rng.choice(len(names), p=np.array(weights) / sum(weights)))]
