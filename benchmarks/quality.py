@@ -96,11 +96,12 @@ def main() -> None:
     labels_path = data / "labels.jsonl"
     if not labels_path.exists():
         synthesize(data, SynthConfig())
-    families = list(FAMILIES) if a.families == "all" else a.families.split(",")
     cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment)
     t0 = time.perf_counter()
     everything = load_labelled(str(labels_path))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)
+    present = {s.source for s in everything} - {"real"}   # the families this set was made with
+    families = ([f for f in FAMILIES if f in present] if a.families == "all" else a.families.split(","))
     evaluation = [s for s in everything if s.split in ("test", "holdout")]
     summary = {}
     for held in families + ["none"]:

@@ -19,7 +19,7 @@ import sys
 
 from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
-from zoomin_core.generators import FAMILIES
+from zoomin_core.generators import DEFAULT_FAMILIES, FAMILIES
 from zoomin_core.synth import SynthConfig
 from zoomin_core.train import TrainConfig
 from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
@@ -208,8 +208,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--count", type=int, default=SynthConfig.count,
                    help=f"number of images (default {SynthConfig.count}: 40%% real, 20%% wholly and 40%% "
                         "regionally generated)")
-    p.add_argument("--families", default=",".join(FAMILIES),
-                   help=f"generator families, comma-separated (default: all of {', '.join(FAMILIES)})")
+    p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
+                   help=f"generator families, comma-separated (default {','.join(DEFAULT_FAMILIES)}; known: "
+                        f"{', '.join(FAMILIES)})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--real-dir", default=None,
                    help="folder of your own real photos (default: photos shipped in scikit-image/scikit-learn)")

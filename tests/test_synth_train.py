@@ -150,13 +150,36 @@ def test_families_regenerate_in_tiles_like_in_one_piece(family):
         assert np.abs(tiled - whole).mean() < 1.0
 
 
-def test_denoise_family_has_no_upsampling_and_others_do():
+def test_restoration_families_have_no_upsampling_and_others_do():
     def upsamples(net):
         return any(isinstance(m, (torch.nn.ConvTranspose2d, torch.nn.Upsample, torch.nn.PixelShuffle))
                    for m in net.modules())
-    assert not upsamples(FAMILIES["denoise"]())
-    assert not any(getattr(m, "stride", (1, 1)) != (1, 1) for m in FAMILIES["denoise"]().modules())
+    for family in ("denoise", "deblur"):
+        assert not upsamples(FAMILIES[family]())
+        assert not any(getattr(m, "stride", (1, 1)) != (1, 1) for m in FAMILIES[family]().modules())
     assert all(upsamples(FAMILIES[f]()) for f in ("ae_tconv", "ae_resize", "sr_shuffle"))
+    # The super-resolution families see only the 2x-reduced image: detail that leaves every 2x2
+    # block's mean unchanged cannot change their output.
+    x = torch.rand(1, 3, 32, 32) * 0.5 + 0.25
+    wiggle = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(16, 16) * 0.1
+    for family in ("sr_shuffle", "sr_interp"):
+        net = FAMILIES[family]().eval()
+        with torch.no_grad():
+            assert torch.allclose(net(x), net(x + wiggle), atol=1e-6)
+            assert not torch.allclose(net(x), net(x.roll(1, dims=3)), atol=1e-3)
+
+
+def test_deblur_family_blurs_each_image_by_its_own_sigma():
+    from zoomin_core.generators import _gaussian_blur
+    x = torch.zeros(2, 3, 21, 21)
+    x[:, :, 10, 10] = 1.0
+    y = _gaussian_blur(x, torch.tensor([0.8, 1.6]))
+    assert torch.allclose(y.sum(dim=(2, 3)), torch.ones(2, 3), atol=1e-5)   # mass kept
+    assert y[0, 0, 10, 10] > y[1, 0, 10, 10] > 0                             # wider for the larger sigma
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(_gaussian_blur(flat, torch.tensor([1.2])), flat, atol=1e-6)
+    gen = FAMILIES["deblur"]()
+    assert not torch.allclose(gen.generation_input(x[:1]), x[:1])
 
 
 @pytest.mark.parametrize("op", OPS)
