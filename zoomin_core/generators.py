@@ -101,17 +101,22 @@ class SRShuffle(Generator):
         return (base + self.body(low)).clamp(0, 1)
 
 
+def _full_resolution_net(width: int, first_kernel: int) -> nn.Sequential:
+    """Four convolutions, no stride and no up-sampling: the restoration families' body."""
+    layers: list[nn.Module] = [nn.Conv2d(3, width, first_kernel, 1, first_kernel // 2), nn.ReLU()]
+    for _ in range(2):
+        layers += [nn.Conv2d(width, width, 3, 1, 1), nn.ReLU()]
+    layers.append(nn.Conv2d(width, 3, 3, 1, 1))
+    return nn.Sequential(*layers)
+
+
 class Denoise(Generator):
     multiple = 1
     sigma = 0.04          # noise level used when generating
 
     def __init__(self, width: int = 32):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1), nn.ReLU()]
-        for _ in range(2):
-            layers += [nn.Conv2d(width, width, 3, 1, 1), nn.ReLU()]
-        layers.append(nn.Conv2d(width, 3, 3, 1, 1))
-        self.body = nn.Sequential(*layers)
+        self.body = _full_resolution_net(width, first_kernel=3)
 
     def forward(self, x):  # x: noisy image; predicts and removes the noise
         return (x - self.body(x)).clamp(0, 1)
@@ -158,11 +163,7 @@ class Deblur(Generator):
 
     def __init__(self, width: int = 32):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 5, 1, 2), nn.ReLU()]
-        for _ in range(2):
-            layers += [nn.Conv2d(width, width, 3, 1, 1), nn.ReLU()]
-        layers.append(nn.Conv2d(width, 3, 3, 1, 1))
-        self.body = nn.Sequential(*layers)
+        self.body = _full_resolution_net(width, first_kernel=5)
 
     def forward(self, x):  # x: blurred image; predicts the lost detail and adds it back
         return (x + self.body(x)).clamp(0, 1)
