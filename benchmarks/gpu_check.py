@@ -6,7 +6,10 @@ Runs what the job's Ray workers run, in one process: a plan for a GPU cluster
 (`--gpus-per-actor 1`), the read/decode task (`read_and_prepare`) on CPU, and the model actor
 (`Examiner`) placed on the GPU by that plan, then the same actor on CPU. Checks the two give the
 same rows (verdicts equal, scores within 1e-3) and prints images/s of the model stage on each,
-and of the scan network alone on a batch of views. Writes the figures to DIR/gpu_check.json.
+and of the scan network alone on a batch of views. Then the same GPU plan with the `vlm` backend
+on a tiny, randomly initialised Qwen2.5-VL built offline (tests/tiny_vlm.py): the actor must
+load it on the GPU in bfloat16 and give every image a row (random weights: `unparseable`).
+Writes the figures to DIR/gpu_check.json.
 """
 from __future__ import annotations
 
@@ -92,6 +95,21 @@ def main() -> None:
             torch.cuda.synchronize()
         info[f"scan_net_views_per_s_{name}"] = 3 * len(views) / (time.perf_counter() - t0)
     info["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+    # The vlm backend behind the same GPU plan: the plan's device reaches the backend, which then
+    # picks bfloat16, and images whose answers cannot be parsed still come back as rows.
+    from tests.tiny_vlm import build_qwen
+    with tempfile.TemporaryDirectory() as d:
+        vcfg = JobConfig(backend="vlm", model=str(build_qwen(Path(d) / "tiny-qwen2_5_vl")),
+                         backend_options={"max_new_tokens": 8})
+        ex = Examiner(vcfg, gpu_plan)
+        assert str(ex.backend.device).startswith("cuda") and ex.backend.dtype == torch.bfloat16
+        k = min(8, prepared.num_rows)
+        t0 = time.perf_counter()
+        rows = ex(prepared.slice(0, k)).to_pylist()
+        info["vlm_gpu_s_per_image_8_tokens"] = (time.perf_counter() - t0) / k
+        info["vlm_gpu_statuses"] = sorted({r["status"] for r in rows})
+        assert len(rows) == k and {r["status"] for r in rows} == {"unparseable"}, rows[:1]
     print(json.dumps(info, indent=2))
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "gpu_check.json").write_text(json.dumps(info, indent=2))

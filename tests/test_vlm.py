@@ -1,6 +1,7 @@
 """The `vlm` backend on tiny, randomly initialised Qwen2.5-VL, Qwen2-VL and LLaVA checkpoints built
 offline (tests/tiny_vlm.py)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -15,6 +16,10 @@ from zoomin_core.backends.vlm_families import smart_resize
 from zoomin_core.geometry import region_box
 from zoomin_core.records import Box
 
+# CI runs the backend on CPU. ZOOMIN_TEST_DEVICE=cuda runs the same assertions on a GPU, where the
+# backend's default dtype is bfloat16: that is how the GPU path is checked on a GPU machine.
+DEVICE = os.environ.get("ZOOMIN_TEST_DEVICE", "cpu")
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
@@ -24,7 +29,10 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.slow
 def test_scripted_answers_travel_the_whole_path(checkpoints):
-    backend = load_backend("vlm", checkpoints["qwen2_5_vl"], max_new_tokens=64, keep_raw=True)
+    import torch
+    backend = load_backend("vlm", checkpoints["qwen2_5_vl"], device=DEVICE, max_new_tokens=64, keep_raw=True)
+    # The default dtype follows the device: bfloat16 on a GPU, float32 on CPU.
+    assert next(backend.model.parameters()).dtype == (torch.bfloat16 if DEVICE.startswith("cuda") else torch.float32)
     eos = backend.model.generation_config.eos_token_id
     answers = {"scan": ["Odd texture top left. <boxes>[[28, 14, 84, 70], [90, 90, 90, 95]]</boxes> "
                         "<verdict>real</verdict>", "All natural. <boxes>[]</boxes> <verdict>real</verdict>"],
@@ -63,7 +71,7 @@ def test_scripted_answers_travel_the_whole_path(checkpoints):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "llava"])
 def test_each_family_loads_and_random_weights_are_unparseable(checkpoints, family):
-    backend = load_backend("vlm", checkpoints[family], max_new_tokens=12)
+    backend = load_backend("vlm", checkpoints[family], device=DEVICE, max_new_tokens=12)
     rows = run_chain(backend, [ImageInput(f"{i}.jpg", jpeg_bytes(textured(150 + 30 * i, 120, seed=i)))
                                for i in range(3)])
     assert [r.status for r in rows] == ["unparseable"] * 3
@@ -112,26 +120,27 @@ def test_missing_or_incomplete_checkpoint_is_refused_before_reading(tmp_path, ca
 def test_custom_prompts_are_used_and_recorded(checkpoints, tmp_path):
     p = tmp_path / "p.json"
     p.write_text(json.dumps({"version": "team-v7", "scan": "Scan it ({frame}).", "zoom": "Zoom {n_crops}: {regions}"}))
-    backend = load_backend("vlm", checkpoints["llava"], prompts=str(p), max_new_tokens=4)
+    backend = load_backend("vlm", checkpoints["llava"], device=DEVICE, prompts=str(p), max_new_tokens=4)
     rows = run_chain(backend, [ImageInput("x.jpg", jpeg_bytes(textured(90, 60)))])
     assert rows[0].prompt_version == "team-v7"
     assert backend.trace[0]["prompts"][0] == "Scan it (coordinates from 0 to 1 across the image's width and height)."
 
 
 def test_frames_map_boxes_back_to_view_pixels(checkpoints):
-    backend = load_backend("vlm", checkpoints["llava"])
+    backend = load_backend("vlm", checkpoints["llava"], device=DEVICE)
     s = backend._shape(np.zeros((100, 300, 3), np.uint8))   # padded to a 300x300 square
     assert s.image.size == (300, 300) and s.to_input((0.0, 0.5, 1.0, 1.0)) == (0.0, 50.0, 300.0, 200.0)
-    backend = load_backend("vlm", checkpoints["qwen2_vl"])
+    backend = load_backend("vlm", checkpoints["qwen2_vl"], device=DEVICE)
     s = backend._shape(np.zeros((100, 300, 3), np.uint8))
     assert (s.frame_w, s.frame_h) == (1000, 1000) and s.to_input((500, 500, 1000, 1000)) == (150.0, 50.0, 300.0, 100.0)
 
 
 @pytest.mark.slow
 def test_bf16_path_runs_on_cpu(checkpoints):
-    """The GPU default (bf16 weights and pixel values, float logits for the score), run on CPU."""
+    """The GPU default (bf16 weights and pixel values, float logits for the score), forced on
+    whichever device the tests use (CPU in CI)."""
     import torch
-    backend = load_backend("vlm", checkpoints["qwen2_5_vl"], dtype="bfloat16", max_new_tokens=24)
+    backend = load_backend("vlm", checkpoints["qwen2_5_vl"], device=DEVICE, dtype="bfloat16", max_new_tokens=24)
     assert next(backend.model.parameters()).dtype == torch.bfloat16
     eos = backend.model.generation_config.eos_token_id
     backend.generate_hook = lambda q, n: {"logits_processor": LogitsProcessorList(
