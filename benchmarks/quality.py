@@ -1,6 +1,7 @@
 """Detector quality: leave-one-generator-family-out, calibration, what zooming earns, shortcuts.
 
     python benchmarks/quality.py --data data/synth [--out runs/quality] [--families all] [--held-out-only]
+                                 [--seed 0]
 
 With a `zoomin synth` set in --data (made first if missing):
 1. For each generator family F: train on every other family (train split), calibrate on the
@@ -87,6 +88,9 @@ def main() -> None:
                     help="generator-agnostic pseudo-fakes per real training image (see zoomin_core/pseudo.py)")
     ap.add_argument("--augment", type=float, default=TrainConfig.augment,
                     help="probability of each training-patch perturbation (see zoomin_core/augment.py)")
+    ap.add_argument("--seed", type=int, default=TrainConfig.seed,
+                    help="training seed of every model trained here (runs differing only in it show the "
+                         "spread of one recipe; benchmarks/ensemble.py averages their scores)")
     ap.add_argument("--weights", default=None,
                     help="the all-families model to evaluate (e.g. the shipped weights, made by `zoomin train` "
                          "on the same set); default: train it here")
@@ -99,7 +103,8 @@ def main() -> None:
     labels_path = data / "labels.jsonl"
     if not labels_path.exists():
         synthesize(data, SynthConfig())
-    cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment)
+    cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment,
+                      seed=a.seed)
     t0 = time.perf_counter()
     everything = load_labelled(str(labels_path))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)
