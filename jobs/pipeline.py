@@ -248,6 +248,19 @@ class Zoomer(_ModelActor):
         return rows_to_table(rows, extras)
 
 
+def read_split(n_units: int, plan: Plan, read_batch: int = 16) -> tuple[int, int]:
+    """(units per decode task, units per input block) for a job of `n_units` units."""
+    # Each decode task's output reaches the model actors as one block, and an actor call takes
+    # whole blocks: a small job cut into 16-unit blocks would leave most actors of a big machine
+    # idle (96 images, 12 actors: 6 busy). So at least two blocks per actor where there are units.
+    read_batch = max(1, min(read_batch, -(-n_units // (2 * max(1, plan.actors)))))
+    # Blocks are the unit of parallelism of the read tasks, and each costs the driver ~50 KB
+    # (measured): a few per CPU of the cluster, at least 200, at most MAX_PLAN_BLOCKS.
+    cap = min(MAX_PLAN_BLOCKS, max(200, 4 * int(plan.cluster_cpus)))
+    n_blocks = max(1, min(cap, -(-n_units // read_batch)))
+    return read_batch, -(-n_units // n_blocks)
+
+
 def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, registry=None):
     """The Ray Data pipeline, unexecuted. `units` (sources.PLAN_SCHEMA) carry keys and sizes only;
     `registry` (dedupe.start) lets the model actors examine identical bytes once."""
@@ -255,11 +268,7 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, reg
 
     if any(k in (KIND_TAR, KIND_PARQUET) for k in units.column("kind").to_pylist()):
         read_batch = 1  # a shard holds many images: one shard per task
-    # Blocks are the unit of parallelism of the read tasks, and each costs the driver ~50 KB
-    # (measured): a few per CPU of the cluster, at least 200, at most MAX_PLAN_BLOCKS.
-    cap = min(MAX_PLAN_BLOCKS, max(200, 4 * int(plan.cluster_cpus)))
-    n_blocks = max(1, min(cap, -(-units.num_rows // read_batch)))
-    step = -(-units.num_rows // n_blocks)
+    read_batch, step = read_split(units.num_rows, plan, read_batch)
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)

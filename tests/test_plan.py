@@ -61,3 +61,17 @@ def test_actors_fit_on_a_node():
     assert make_plan({"CPU": 2.0}).actor_cpus == 1.5  # one 2-CPU node: as before
     with pytest.raises(PlanError, match="fits on no node"):
         make_plan({"CPU": 16.0}, node_cpus=4.0, actor_cpus=6.0)
+
+
+def test_small_jobs_are_cut_so_every_actor_gets_work():
+    from jobs.pipeline import MAX_PLAN_BLOCKS, read_split
+    big = make_plan({"CPU": 16.0})                     # 12 model actors
+    per_task, per_block = read_split(96, big)
+    assert -(-96 // per_block) >= 2 * big.actors      # blocks to feed every actor twice
+    assert per_task <= per_block                       # a decode task's output is at most a block
+    # Large jobs keep 16 images per decode task, and the driver's block count stays capped.
+    per_task, per_block = read_split(1_000_000, big)
+    assert per_task == 16 and -(-1_000_000 // per_block) <= min(MAX_PLAN_BLOCKS, 200)
+    # One actor on two CPUs: 48 images in three blocks of 16, as before.
+    assert read_split(48, make_plan({"CPU": 2.0})) == (16, 16)
+    assert read_split(1, big) == (1, 1)
