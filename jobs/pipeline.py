@@ -252,8 +252,10 @@ def read_split(n_units: int, plan: Plan, read_batch: int = 16) -> tuple[int, int
     """(units per decode task, units per input block) for a job of `n_units` units."""
     # Each decode task's output reaches the model actors as one block, and an actor call takes
     # whole blocks: a small job cut into 16-unit blocks would leave most actors of a big machine
-    # idle (96 images, 12 actors: 6 busy). So at least two blocks per actor where there are units.
-    read_batch = max(1, min(read_batch, -(-n_units // (2 * max(1, plan.actors)))))
+    # idle (96 images, 12 actors: 6 busy). So at least one block per actor where there are units.
+    # Not more: every block in flight on an actor that dies is retried through the crash guard
+    # (two blocks per actor doubled the time of the crash-isolation test on one actor).
+    read_batch = max(1, min(read_batch, -(-n_units // max(1, plan.actors))))
     # Blocks are the unit of parallelism of the read tasks, and each costs the driver ~50 KB
     # (measured): a few per CPU of the cluster, at least 200, at most MAX_PLAN_BLOCKS.
     cap = min(MAX_PLAN_BLOCKS, max(200, 4 * int(plan.cluster_cpus)))
