@@ -12,6 +12,7 @@ For JPEG the scan view is decoded with Pillow's draft mode: libjpeg scales the D
 from __future__ import annotations
 
 import io
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -61,7 +62,11 @@ def _open(data: bytes, cfg: DecodeConfig) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise DecodeError(STATUS_TOO_LARGE, f"image exceeds the pixel limit: {e}") from None
+        # Pillow words its own limit (2x ours); say ours, the one the user can change.
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(size.group(1)):,} pixels" if size else "the image"
+        raise DecodeError(STATUS_TOO_LARGE, f"{pixels} exceeds the limit of {cfg.max_pixels:,} "
+                          f"(raise --max-pixels to accept it)") from None
     except UnidentifiedImageError:
         head = data[:8].hex()
         raise DecodeError(STATUS_DECODE_ERROR,
