@@ -307,8 +307,8 @@ def _add_evaluate(sub) -> None:
                                    "region recall at IoU 0.5 and flip rate, overall and per kind and source.")
     p.add_argument("results", help="folder written by `zoomin scan --out`")
     p.add_argument("--labels", required=True,
-                   help="labels: JSONL or CSV with 'file' (relative to the labels file) or 'uri', 'label' "
-                        "(real/generated), optional 'kind', 'source', 'split', 'boxes' ([[x1,y1,x2,y2], ...])")
+                   help="labels: JSONL, or CSV/TSV (by extension), with 'file' (relative to the labels file) or 'uri', "
+                        "'label' (real/generated; 0/1 and fake/ai also read), optional 'kind', 'source', 'split', 'boxes' ([[x1,y1,x2,y2], ...])")
     p.add_argument("--split", default=None, help="evaluate only labels of this split (e.g. test)")
     p.add_argument("--json", default=None, help="also write the full report to this JSON file")
     _add_storage(p)

@@ -1,7 +1,8 @@
 """`zoomin evaluate RESULTS --labels LABELS`: join a scan's rows with labels and report metrics.
 
-Labels: JSONL (one object per line) or CSV, with `file` (a path relative to the labels file) or
-`uri` (as written in the results), `label` (`real` / `generated`), and optionally `kind`,
+Labels: JSONL (one object per line) or CSV/TSV, with `file` (a path relative to the labels file)
+or `uri` (as written in the results), `label` (`real` / `generated`; also 0/1, fake, ai,
+synthetic, authentic, any case), and optionally `kind`,
 `source`, `split` and `boxes` ([[x1, y1, x2, y2], ...] in original pixels; a JSON string in CSV).
 Rows join on the full path; where that finds nothing, on the file name if it is unique.
 """
@@ -22,24 +23,59 @@ class EvaluateError(Exception):
     pass
 
 
+# Label spellings accepted (case-insensitive): what re-labelling teams' own files tend to say.
+LABEL_WORDS = {"real": "real", "0": "real", "authentic": "real",
+               "generated": "generated", "1": "generated", "fake": "generated", "ai": "generated",
+               "synthetic": "generated"}
+
+
 def read_labels(path: str) -> list[dict]:
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise EvaluateError(f"{path}: no such labels file")
-    text = p.read_text()
-    if p.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        for r in rows:
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # a BOM is what spreadsheet exports add
+    except UnicodeDecodeError as e:
+        raise EvaluateError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    if p.suffix.lower() in (".csv", ".tsv"):
+        rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if p.suffix.lower() == ".tsv" else ","))
+        where = [f"row {i + 2}" for i in range(len(rows))]  # row 1 is the header
+        for r, at in zip(rows, where):
             if isinstance(r.get("boxes"), str) and r["boxes"].strip():
-                r["boxes"] = json.loads(r["boxes"])
+                try:
+                    r["boxes"] = json.loads(r["boxes"])
+                except ValueError:
+                    raise EvaluateError(f"{path} {at}: 'boxes' is not JSON ([[x1,y1,x2,y2], ...]): "
+                                        f"{r['boxes'][:80]!r}") from None
     else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    for r in rows:
-        if "uri" not in r and "file" not in r:
-            raise EvaluateError(f"{path}: every label needs 'file' or 'uri': {r}")
-        if r.get("label") not in ("real", "generated"):
-            raise EvaluateError(f"{path}: label must be 'real' or 'generated': {r}")
+        rows, where = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise EvaluateError(f"{path} line {n}: not JSON ({e.msg}); labels are JSON lines, or CSV/TSV "
+                                    "named .csv/.tsv") from None
+            if not isinstance(row, dict):
+                raise EvaluateError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+            where.append(f"line {n}")
+    for r, at in zip(rows, where):
+        if not (r.get("uri") or r.get("file")):
+            raise EvaluateError(f"{path} {at}: every label needs 'file' or 'uri': {r}")
+        label = LABEL_WORDS.get(str(r.get("label", "")).strip().lower())
+        if label is None:
+            raise EvaluateError(f"{path} {at}: label must be 'real' or 'generated' (or 0/1, fake, ai, "
+                                f"synthetic, authentic), got {r.get('label')!r}")
+        r["label"] = label
+        boxes = r.get("boxes") or []
+        if not (isinstance(boxes, list) and all(isinstance(b, (list, tuple)) and len(b) >= 4 and
+                                                all(isinstance(v, (int, float)) for v in b[:4]) for b in boxes)):
+            raise EvaluateError(f"{path} {at}: 'boxes' must be [[x1, y1, x2, y2], ...] in pixels, got {boxes!r:.80}")
         r["uri"] = r.get("uri") or str((p.parent / r["file"]).resolve())
+    if not rows:
+        raise EvaluateError(f"{path}: no labels in it")
     return rows
 
 

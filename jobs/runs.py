@@ -17,6 +17,7 @@ A changed --model or prompt version is reported; the earlier rows keep theirs.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -27,6 +28,7 @@ import pyarrow as pa
 
 from .sinks import RUN_RECORD, Output, OutputError, read_results, result_files
 from .sources import KIND_FILE
+from .storage import is_local_fs
 
 RUNS_DIR = "_runs"
 # What makes two runs the same job; model and prompts may change between nightly runs.
@@ -41,6 +43,7 @@ class RunStart:
     done: dict = field(default_factory=dict)    # uri -> nbytes of the rows already in the output
     notes: list = field(default_factory=list)   # what the user should know (model changed, ...)
     record: dict = field(default_factory=dict)  # the run record as written at the start
+    clear: bool = False                         # --overwrite / --rescan: remove what --out holds first
 
 
 def read_record(out: Output) -> Optional[dict]:
@@ -65,8 +68,9 @@ def write_record(out: Output, record: dict) -> None:
         f.write(text)
 
 
-def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bool) -> RunStart:
-    """Decide how this run relates to what the output holds, and record that it started."""
+def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bool) -> RunStart:
+    """How this run relates to what the output holds. Reads only: the job calls it before it
+    starts Ray, so that a refused --out costs the user no cluster start-up."""
     fs = out.fs
     run = RunStart(uuid.uuid4().hex[:8], "new", job)
     try:
@@ -75,6 +79,8 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
         files = fs.find(out.path, withdirs=False) if fs.exists(out.path) else []
     except OSError as e:
         raise OutputError(f"{out.uri}: cannot use it as output: {e}") from None
+    if is_local_fs(fs):
+        _check_writable(out)
     last = read_record(out)
     if files and not overwrite:
         if last is None:
@@ -100,16 +106,44 @@ def begin(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bo
                 run.notes.append(f"{what} changed since the last run ({before.get(key)!r} -> "
                                  f"{job.get(key)!r}); earlier rows keep theirs (--rescan redoes them)")
     if files and (overwrite or rescan):
-        fs.rm(out.path, recursive=True)
         run.mode = "overwrite" if overwrite else "rescan"
-    if run.mode == "resume":
-        wait_until_quiet(out)
-    if run.mode in ("resume", "incremental"):
-        run.done = read_done(out)
-    fs.makedirs(out.path, exist_ok=True)
-    run.record = {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": job,
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "already_done": len(run.done)}
-    write_record(out, run.record)
+        run.clear = True
+    return run
+
+
+def _check_writable(out: Output) -> None:
+    """A local --out must be, or be creatable under, a writable folder (checked before any
+    cluster starts; object stores say so only when written to, which `begin` reports)."""
+    path = out.path
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        raise OutputError(f"{out.uri}: cannot create it: {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{out.uri}: cannot write there: {path} is not writable")
+
+
+def begin(out: Output, run: RunStart) -> RunStart:
+    """Act on the decision: clear the output if asked, read what a resumed or incremental run
+    has done, and record that the run started."""
+    fs = out.fs
+    try:
+        if run.clear:
+            fs.rm(out.path, recursive=True)
+        if run.mode == "resume":
+            wait_until_quiet(out)
+        if run.mode in ("resume", "incremental"):
+            run.done = read_done(out)
+        fs.makedirs(out.path, exist_ok=True)
+        run.record = {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": run.job,
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "already_done": len(run.done)}
+        write_record(out, run.record)
+    except OSError as e:  # a read-only mount, a path under a file, a bucket we may not write to
+        raise OutputError(f"{out.uri}: cannot write there: {type(e).__name__}: {e}") from None
     return run
 
 

@@ -77,6 +77,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
     check_model(cfg.model, storage, cfg.backend)
     output = open_output(out, storage)
+    decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.
     ray = _init_ray(rc)
     ctx = ray.data.DataContext.get_current()
@@ -85,7 +86,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
                      gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
                      node_cpus=node_cpus)
-    run = runs.begin(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
+    run = runs.begin(output, decision)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()
     shards = {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)}

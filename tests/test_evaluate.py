@@ -89,6 +89,32 @@ def test_csv_labels_and_bad_labels(labelled, tmp_path, capsys):
     assert "label must be" in capsys.readouterr().err
 
 
+def test_labels_as_teams_write_them(labelled, tmp_path, capsys):
+    """A spreadsheet export (BOM, tabs, 0/1 or fake/REAL labels) reads like the JSONL; a broken
+    file is an error naming its line, never a traceback."""
+    res, _ = labelled
+    tsv = tmp_path / "l.tsv"
+    tsv.write_text("\ufefffile\tlabel\nimgs/a.jpg\t1\nimgs/b.jpg\tFake\nimgs/c.jpg\tREAL\nimgs/d.jpg\t0\n")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(res), "--labels", str(tsv), "--json", str(out)]) == 0
+    m = json.loads(out.read_text())["overall"]
+    assert m["images"] == 4 and m["accuracy"] == pytest.approx(0.75) and m["roc_auc"] == pytest.approx(0.75)
+    cases = {
+        "broken.jsonl": ('{"file": "imgs/a.jpg", "label": "real"}\n{"file": "imgs/b.jpg", label\n', "line 2: not JSON"),
+        "list.jsonl": ('["imgs/a.jpg", "real"]\n', "line 1: expected a JSON object"),
+        "boxes.jsonl": ('{"file": "imgs/a.jpg", "label": "generated", "boxes": [1, 2, 3, 4]}\n', "line 1: 'boxes' must be"),
+        "nofile.csv": ("name,label\na.jpg,real\n", "row 2: every label needs 'file' or 'uri'"),
+        "empty.jsonl": ("\n", "no labels in it"),
+    }
+    for name, (text, said) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert main(["evaluate", str(res), "--labels", str(tmp_path / name)]) == 2, name
+        assert said in capsys.readouterr().err, name
+    (tmp_path / "photo.jsonl").write_bytes(b"\xff\xd8\xff\xe0 not text")
+    assert main(["evaluate", str(res), "--labels", str(tmp_path / "photo.jsonl")]) == 2
+    assert "not a UTF-8 text file" in capsys.readouterr().err
+
+
 def test_auc_and_ece_edge_cases():
     assert roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
     assert roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5

@@ -191,3 +191,37 @@ def test_resumed_shards_skip_their_finished_members(tmp_path):
     assert got == [f"{shard}#1.jpg", f"{shard}#3.jpg"]
     done_all = remaining(units, {f"{shard}#{i}.jpg" for i in range(4)})
     assert list(iter_inputs(done_all.to_pylist()[0], SourceConfig())) == []  # no "empty shard" row
+
+
+def test_an_unusable_out_is_refused_before_any_cluster_starts(tmp_path, monkeypatch, capsys):
+    import jobs.scan
+
+    def no_cluster(*_a, **_k):
+        raise AssertionError("a cluster was started for a run that is refused")
+    monkeypatch.setattr(jobs.scan, "_init_ray", no_cluster)
+    src = tmp_path / "src"
+    _images(src, 2)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    base = ["scan", str(src), "--no-progress", "--backend", "fake"]
+    assert main(base + ["--out", str(a_file / "out")]) == 2
+    assert f"{a_file} is not a folder" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("x")
+    assert main(base + ["--out", str(tmp_path / "busy")]) == 2
+    assert "holds no zoomin run record" in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_written_is_an_output_error(tmp_path, monkeypatch):
+    import jobs.runs
+    from jobs.sinks import OutputError, open_output
+
+    out = open_output(str(tmp_path / "out"))
+    run = jobs.runs.decide(out, {"src": "x"}, overwrite=False, incremental=False, rescan=False)
+    assert run.mode == "new"
+
+    def read_only(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(jobs.runs, "write_record", read_only)
+    with pytest.raises(OutputError, match="cannot write there: PermissionError"):
+        jobs.runs.begin(out, run)
