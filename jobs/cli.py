@@ -368,8 +368,22 @@ def main(argv: list[str] | None = None) -> int:
     # synth and train are long and quiet otherwise: show their progress by default.
     logging.basicConfig(level=logging.INFO if a.verbose or a.command in ("synth", "train") else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
-            "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command](a)
+    command = {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
+               "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command]
+    from .sinks import OutputError
+    from .storage import StorageConfig, explain, is_client_error
+    try:
+        return command(a)
+    # What a user's paths, permissions and credentials cause is said in one line (exit 2); any
+    # other exception is a bug and keeps its traceback.
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, OutputError) as e:
+        print(f"zoomin {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if not is_client_error(e):
+            raise
+        print(f"zoomin {a.command}: error: {explain(e, StorageConfig())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

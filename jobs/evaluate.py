@@ -15,7 +15,7 @@ from typing import Optional
 
 from zoomin_core.evaluate import Item, report
 
-from .sinks import read_results
+from .sinks import OutputError, read_results
 from .storage import StorageConfig, is_remote
 
 
@@ -128,7 +128,10 @@ def run_evaluate(results: str, labels: str, split: Optional[str] = None, json_ou
                  storage: StorageConfig = StorageConfig()) -> str:
     if not is_remote(results) and not Path(results).is_dir():
         raise EvaluateError(f"{results}: no such results folder")
-    rows = read_results(results, storage=storage).to_pylist()
+    try:
+        rows = read_results(results, storage=storage, require=True).to_pylist()
+    except OutputError as e:
+        raise EvaluateError(str(e)) from None
     labs = read_labels(labels)
     if split:
         labs = [r for r in labs if r.get("split") == split]

@@ -56,7 +56,7 @@ def _thumbnail(data: bytes | None, boxes: list[dict]) -> str | None:
 
 
 def write_report(results: str, out: str, limit: int = 500, storage: StorageConfig = StorageConfig()) -> int:
-    rows = read_results(results, storage=storage).to_pylist()
+    rows = read_results(results, storage=storage, require=True).to_pylist()
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["score"] or 0))
     bad = [r for r in rows if r["status"] != "ok"]
     shown = ok[:limit]

@@ -108,10 +108,17 @@ def result_files(out: Output) -> list[str]:
                   if p.endswith(".parquet") and f"/{TMP_DIR}/" not in p)
 
 
-def read_results(path: str, columns: list[str] | None = None, storage: StorageConfig = StorageConfig()):
-    """All result rows under `path` (folder or prefix) as one Arrow table with the declared schema."""
+def read_results(path: str, columns: list[str] | None = None, storage: StorageConfig = StorageConfig(),
+                 require: bool = False):
+    """All result rows under `path` (folder or prefix) as one Arrow table with the declared schema.
+    `require`: a path with neither results nor a run record is an OutputError (a mistyped
+    folder), not an empty table."""
     out = open_output(str(path), storage)
-    return _read_files(out, result_files(out), columns)
+    files = result_files(out)
+    if require and not files and not out.fs.exists(out.join(RUN_RECORD)):
+        raise OutputError(f"{out.uri}: no zoomin results there (no Parquet files, no {RUN_RECORD}); "
+                          "give the folder or prefix that `zoomin scan --out` wrote")
+    return _read_files(out, files, columns)
 
 
 def _read_files(out: Output, files: list[str], columns: list[str] | None):

@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from zoomin_core.records import STATUS_TOO_LARGE, STATUS_UNSUPPORTED, ImageInput
 
-from .storage import StorageConfig, filesystem, full_uri, is_local_fs, is_remote, redact, retrying
+from .storage import (StorageConfig, explain, filesystem, full_uri, is_client_error, is_local_fs, is_remote, redact,
+                      retrying)
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
@@ -108,6 +109,10 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
         if isinstance(e, SourceError):
             raise
         raise SourceError(f"{src}: cannot list it: {redact(str(e), cfg.storage)}") from None
+    except Exception as e:  # noqa: BLE001 - the client's own errors (no credentials, bad endpoint)
+        if not is_client_error(e):
+            raise
+        raise SourceError(f"{src}: cannot list it: {explain(e, cfg.storage)}") from None
     fs.invalidate_cache()
     return plan.table()
 

@@ -79,6 +79,25 @@ def redact(text: str, cfg: Optional[StorageConfig] = None) -> str:
     return text
 
 
+# Errors raised by object-store clients themselves (botocore's NoCredentialsError, google-auth's
+# DefaultCredentialsError, ...) rather than fsspec's OSError translations: a user's set-up, not a bug.
+_CLIENT_MODULES = ("botocore", "aiobotocore", "google", "gcsfs", "s3fs")
+_CREDENTIAL_HINT = ("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, "
+                    "--profile), give --storage-config FILE, or pass --anon for a public bucket")
+
+
+def is_client_error(e: BaseException) -> bool:
+    return (type(e).__module__ or "").split(".")[0] in _CLIENT_MODULES
+
+
+def explain(e: BaseException, cfg: Optional[StorageConfig] = None) -> str:
+    """A storage failure in words a user can act on, secrets removed."""
+    name = type(e).__name__
+    if "Credentials" in name and ("NoCredentials" in name or "Partial" in name or "Default" in name):
+        return f"{name}: {_CREDENTIAL_HINT}"
+    return f"{name}: {redact(str(e), cfg)}"
+
+
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 

@@ -90,3 +90,15 @@ def test_read_failure_keeps_its_status():
     p = prepare(ImageInput("gone.jpg", None, "cannot read file: No such file", "read_error"))
     assert p.status == "read_error" and "No such file" in p.error
     assert p.image_id.startswith("uri:")
+
+
+def test_heic_without_its_plugin_is_named_not_called_garbage():
+    # the first box of an iPhone photo: size, "ftyp", major brand "heic", compatible brands
+    data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
+    p = prepare(ImageInput("IMG_0001.HEIC", data))
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        assert p.status == "unsupported" and "HEIC/HEIF" in p.error and "pillow-heif" in p.error
+    else:  # with the plugin, these bytes are a damaged HEIF file, not an unknown format
+        assert p.status == "decode_error" and "HEIC/HEIF" in p.error and "damaged" in p.error

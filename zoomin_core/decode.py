@@ -23,6 +23,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .records import (STATUS_DECODE_ERROR, STATUS_OK, STATUS_TOO_LARGE, STATUS_UNSUPPORTED,
                       ImageInput, Prepared, View, STATUS_READ_ERROR)
 
+try:  # HEIC/HEIF (phone photos) is not in Pillow itself; read it when the plugin is installed
+    from pillow_heif import register_heif_opener
+    register_heif_opener()
+    _HEIF_PLUGIN = True
+except ImportError:
+    _HEIF_PLUGIN = False
+
+# ISO-BMFF brands of HEIF images ("....ftypheic"): named in the error when no plugin reads them.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
 
 @dataclass(frozen=True)
 class DecodeConfig:
@@ -68,6 +78,13 @@ def _open(data: bytes, cfg: DecodeConfig) -> Image.Image:
         raise DecodeError(STATUS_TOO_LARGE, f"{pixels} exceeds the limit of {cfg.max_pixels:,} "
                           f"(raise --max-pixels to accept it)") from None
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            brand = data[8:12].decode()
+            if _HEIF_PLUGIN:
+                raise DecodeError(STATUS_DECODE_ERROR, f"HEIC/HEIF image (brand {brand!r}) that pillow-heif "
+                                  "cannot read (damaged or truncated)") from None
+            raise DecodeError(STATUS_UNSUPPORTED, f"HEIC/HEIF image (brand {brand!r}): install pillow-heif "
+                              "on the workers to read it (pip install pillow-heif, or the `heic` extra)") from None
         head = data[:8].hex()
         raise DecodeError(STATUS_DECODE_ERROR,
                           f"not a recognised image format ({len(data)} bytes, starts with {head})") from None

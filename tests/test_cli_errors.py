@@ -1,0 +1,41 @@
+"""A new user's mistakes - mistyped folders, unwritable paths, missing credentials - end in one
+line saying what is wrong and exit 2, never a traceback and never a silently empty result."""
+from jobs.cli import main
+from tests.conftest import jpeg_bytes, textured
+
+
+def test_report_and_evaluate_refuse_a_folder_without_results(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder in ("nothere", "empty"):
+        assert main(["report", str(tmp_path / folder), "--out", str(tmp_path / "r.html")]) == 2
+        assert "no zoomin results there" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+    labels = tmp_path / "l.jsonl"
+    labels.write_text('{"file": "a.jpg", "label": "real"}\n')
+    assert main(["evaluate", str(tmp_path / "empty"), "--labels", str(labels)]) == 2
+    assert "no zoomin results there" in capsys.readouterr().err
+
+
+def test_missing_and_unwritable_paths_are_one_line_errors(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "w.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoomin train: error:") and "none.jsonl" in err and "Traceback" not in err
+
+
+def test_object_storage_without_credentials_says_how_to_give_them(tmp_path, monkeypatch, capsys):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(textured(40, 30)))
+    # Requests are signed before they are sent, so nothing needs to answer on this port.
+    endpoint = ["--endpoint-url", "http://127.0.0.1:9", "--retries", "1"]
+    assert main(["scan", "s3://bucket/photos/", "--out", str(tmp_path / "out"), "--backend", "fake",
+                 "--no-progress", *endpoint]) == 2
+    err = capsys.readouterr().err
+    assert "NoCredentialsError" in err and "--anon" in err and "Traceback" not in err
+    assert main(["scan", str(tmp_path / "a.jpg"), "--out", "s3://bucket/results/", "--backend", "fake",
+                 "--no-progress", *endpoint]) == 2
+    err = capsys.readouterr().err
+    assert "NoCredentialsError" in err and "--anon" in err
