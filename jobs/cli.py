@@ -374,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     from .storage import StorageConfig, explain, is_client_error
     try:
         return command(a)
+    except KeyboardInterrupt:  # Ctrl-C: a scan's committed files stay, and say so
+        resume = " - the results committed so far are kept; the same command resumes" if a.command == "scan" else ""
+        print(f"\nzoomin {a.command}: interrupted{resume}", file=sys.stderr)
+        return 130
     # What a user's paths, permissions and credentials cause is said in one line (exit 2); any
     # other exception is a bug and keeps its traceback.
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, OutputError) as e:

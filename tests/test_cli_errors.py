@@ -39,3 +39,14 @@ def test_object_storage_without_credentials_says_how_to_give_them(tmp_path, monk
                  "--no-progress", *endpoint]) == 2
     err = capsys.readouterr().err
     assert "NoCredentialsError" in err and "--anon" in err
+
+
+def test_ctrl_c_is_a_message_and_exit_130(tmp_path, monkeypatch, capsys):
+    import jobs.cli
+
+    def interrupted(_a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(jobs.cli, "cmd_scan", interrupted)
+    assert main(["scan", str(tmp_path), "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "the same command resumes" in err
