@@ -84,6 +84,8 @@ def redact(text: str, cfg: Optional[StorageConfig] = None) -> str:
 _CLIENT_MODULES = ("botocore", "aiobotocore", "google", "gcsfs", "s3fs")
 _CREDENTIAL_HINT = ("no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, "
                     "--profile), give --storage-config FILE, or pass --anon for a public bucket")
+_GCS_CREDENTIAL_HINT = ("no credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key "
+                        "file, or pass --anon for a public bucket")
 
 
 def is_client_error(e: BaseException) -> bool:
@@ -93,8 +95,10 @@ def is_client_error(e: BaseException) -> bool:
 def explain(e: BaseException, cfg: Optional[StorageConfig] = None) -> str:
     """A storage failure in words a user can act on, secrets removed."""
     name = type(e).__name__
-    if "Credentials" in name and ("NoCredentials" in name or "Partial" in name or "Default" in name):
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
         return f"{name}: {_CREDENTIAL_HINT}"
+    if name == "DefaultCredentialsError":  # google-auth, under gcsfs
+        return f"{name}: {_GCS_CREDENTIAL_HINT}"
     return f"{name}: {redact(str(e), cfg)}"
 
 

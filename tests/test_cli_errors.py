@@ -50,3 +50,17 @@ def test_ctrl_c_is_a_message_and_exit_130(tmp_path, monkeypatch, capsys):
     assert main(["scan", str(tmp_path), "--out", str(tmp_path / "out")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "the same command resumes" in err
+
+
+def test_client_errors_are_explained_per_store_and_keep_no_secrets():
+    from jobs.storage import StorageConfig, explain, is_client_error
+
+    def made(module: str, name: str, text: str = "") -> Exception:
+        return type(name, (Exception,), {"__module__": module})(text)
+    aws = made("botocore.exceptions", "NoCredentialsError")
+    gcs = made("google.auth.exceptions", "DefaultCredentialsError")
+    other = made("botocore.exceptions", "EndpointConnectionError", "cannot reach http://x?X-Amz-Signature=abc123")
+    assert all(is_client_error(e) for e in (aws, gcs, other))
+    assert not is_client_error(ValueError("a bug"))
+    assert "AWS_ACCESS_KEY_ID" in explain(aws) and "GOOGLE_APPLICATION_CREDENTIALS" in explain(gcs)
+    assert "abc123" not in explain(other, StorageConfig()) and "EndpointConnectionError" in explain(other)
