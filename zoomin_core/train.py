@@ -225,6 +225,23 @@ def _mark_hard_negatives(model: CompactModel, reals: list[Sample], k: int = 3) -
         s.hard = s.cells_to_pixels(peaks(prob, k, threshold=0.0))
 
 
+def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng: np.random.Generator) -> None:
+    """Train model.zoom on native-resolution patches of `train_set`, half inside generated regions
+    and half outside any, the hard negatives taken where model.scan (already trained) looks first
+    in real images. Separate from `train` so that a zoom net can be trained again on a kept scan
+    net (benchmarks/zoom_retrain.py)."""
+    _mark_hard_negatives(model, [s for s in train_set if s.label == 0])
+    half = cfg.batch // 2
+    labels = torch.cat([torch.ones(half), torch.zeros(half)])
+
+    def zoom_batch():
+        return _batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
+                       for positive in (True, False) for _ in range(half)]), labels
+
+    _fit(model.zoom, cfg.zoom_steps, cfg.lr, zoom_batch,
+         lambda out, y: F.binary_cross_entropy_with_logits(pool_logits(out), y), "zoom")
+
+
 def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optional[dict] = None
           ) -> CompactModel:
     torch.manual_seed(cfg.seed)
@@ -244,17 +261,8 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
         return (_batch([perturb(p[0], rng, cfg.augment) for p in pairs]),
                 torch.from_numpy(np.stack([p[1] for p in pairs])).float())
 
-    half = cfg.batch // 2
-    labels = torch.cat([torch.ones(half), torch.zeros(half)])
-
-    def zoom_batch():  # native patches, half inside generated regions, half outside any
-        return _batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
-                       for positive in (True, False) for _ in range(half)]), labels
-
     _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan")
-    _mark_hard_negatives(model, [s for s in train_set if s.label == 0])
-    _fit(model.zoom, cfg.zoom_steps, cfg.lr, zoom_batch,
-         lambda out, y: F.binary_cross_entropy_with_logits(pool_logits(out), y), "zoom")
+    fit_zoom(model, train_set, cfg, rng)
 
     # Reference levels of the rationale's statistics in real pixels of the training set.
     cues = [measure(_patch(train_set, False, 128, rng)) for _ in range(200)]
