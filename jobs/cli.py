@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     command = {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
                "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command]
     from .sinks import OutputError
-    from .storage import StorageConfig, explain, is_client_error
+    from .storage import explain, is_client_error
     try:
         return command(a)
     except KeyboardInterrupt:  # Ctrl-C: a scan's committed files stay, and say so
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not is_client_error(e):
             raise
-        print(f"zoomin {a.command}: error: {explain(e, StorageConfig())}", file=sys.stderr)
+        print(f"zoomin {a.command}: error: {explain(e)}", file=sys.stderr)
         return 2
 
 

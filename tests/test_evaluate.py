@@ -75,13 +75,18 @@ def test_evaluate_cli_matches_hand_computed(labelled, tmp_path, capsys):
     assert "overall" in printed and "kind=regional" in printed and "1 label(s) had no result row" in printed
 
 
+def _overall(res, labels, text: str) -> dict:
+    """Labels written to `labels`, evaluated against `res`: the report's overall figures."""
+    labels.write_text(text)
+    out = labels.with_suffix(".report.json")
+    assert main(["evaluate", str(res), "--labels", str(labels), "--json", str(out)]) == 0
+    return json.loads(out.read_text())["overall"]
+
+
 def test_csv_labels_and_bad_labels(labelled, tmp_path, capsys):
     res, _ = labelled
-    csv = tmp_path / "l.csv"
-    csv.write_text('file,label,kind,boxes\nimgs/a.jpg,generated,regional,"[[0, 0, 10, 10]]"\nimgs/c.jpg,real,real,\n')
-    out = tmp_path / "r.json"
-    assert main(["evaluate", str(res), "--labels", str(csv), "--json", str(out)]) == 0
-    m = json.loads(out.read_text())["overall"]
+    m = _overall(res, tmp_path / "l.csv",
+                 'file,label,kind,boxes\nimgs/a.jpg,generated,regional,"[[0, 0, 10, 10]]"\nimgs/c.jpg,real,real,\n')
     assert m["accuracy"] == 1.0 and m["region_recall"] == 1.0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"file": "imgs/a.jpg", "label": "maybe"}\n')
@@ -93,11 +98,8 @@ def test_labels_as_teams_write_them(labelled, tmp_path, capsys):
     """A spreadsheet export (BOM, tabs, 0/1 or fake/REAL labels) reads like the JSONL; a broken
     file is an error naming its line, never a traceback."""
     res, _ = labelled
-    tsv = tmp_path / "l.tsv"
-    tsv.write_text("\ufefffile\tlabel\nimgs/a.jpg\t1\nimgs/b.jpg\tFake\nimgs/c.jpg\tREAL\nimgs/d.jpg\t0\n")
-    out = tmp_path / "r.json"
-    assert main(["evaluate", str(res), "--labels", str(tsv), "--json", str(out)]) == 0
-    m = json.loads(out.read_text())["overall"]
+    m = _overall(res, tmp_path / "l.tsv",
+                 "\ufefffile\tlabel\nimgs/a.jpg\t1\nimgs/b.jpg\tFake\nimgs/c.jpg\tREAL\nimgs/d.jpg\t0\n")
     assert m["images"] == 4 and m["accuracy"] == pytest.approx(0.75) and m["roc_auc"] == pytest.approx(0.75)
     cases = {
         "broken.jsonl": ('{"file": "imgs/a.jpg", "label": "real"}\n{"file": "imgs/b.jpg", label\n', "line 2: not JSON"),

@@ -60,6 +60,11 @@ class DecodeError(Exception):
         self.message = message
 
 
+def _too_large(what: str, cfg: DecodeConfig) -> DecodeError:
+    return DecodeError(STATUS_TOO_LARGE, f"{what} exceeds the limit of {cfg.max_pixels:,} "
+                                         "(raise --max-pixels to accept it)")
+
+
 def _open(data: bytes, cfg: DecodeConfig) -> Image.Image:
     """Open (header only) and check size. Raises DecodeError."""
     if not data:
@@ -74,9 +79,7 @@ def _open(data: bytes, cfg: DecodeConfig) -> Image.Image:
     except Image.DecompressionBombError as e:
         # Pillow words its own limit (2x ours); say ours, the one the user can change.
         size = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = f"{int(size.group(1)):,} pixels" if size else "the image"
-        raise DecodeError(STATUS_TOO_LARGE, f"{pixels} exceeds the limit of {cfg.max_pixels:,} "
-                          f"(raise --max-pixels to accept it)") from None
+        raise _too_large(f"{int(size.group(1)):,} pixels" if size else "the image", cfg) from None
     except UnidentifiedImageError:
         if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
             brand = data[8:12].decode()
@@ -92,9 +95,7 @@ def _open(data: bytes, cfg: DecodeConfig) -> Image.Image:
         raise DecodeError(STATUS_DECODE_ERROR, f"cannot open image: {type(e).__name__}: {e}") from None
     w, h = im.size
     if w * h > cfg.max_pixels:
-        raise DecodeError(STATUS_TOO_LARGE,
-                          f"{w}x{h} = {w * h:,} pixels exceeds the limit of {cfg.max_pixels:,} "
-                          f"(raise --max-pixels to accept it)")
+        raise _too_large(f"{w}x{h} = {w * h:,} pixels", cfg)
     if min(w, h) < cfg.min_side:
         raise DecodeError(STATUS_UNSUPPORTED,
                           f"image is {w}x{h} px, smaller than the {cfg.min_side} px minimum side")
