@@ -18,7 +18,7 @@ from .models import check_model
 from .pipeline import JobConfig, build
 from .plan import make_plan
 from .sinks import Summary, make_parquet_sink, open_output, result_files, summarise, summary_record
-from .sources import KIND_PARQUET, KIND_TAR, SourceError, plan_manifest, plan_source
+from .sources import KIND_PARQUET, KIND_TAR, SourceError, plan_manifest, plan_source, unlisted_folders
 from .watchdog import Stalled, Watchdog
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     shards = {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)}
     todo = runs.remaining(units, run.done)
     moved = runs.changed(units, run.done)
+    unlisted = unlisted_folders(units)
+    if unlisted:  # their files are unknown, so no row can stand for them: say so instead
+        run.notes.append(f"{len(unlisted)} folder(s) under SRC could not be listed, so their files are not in "
+                         f"this run (e.g. {unlisted[0]})")
     if moved:  # not rescanned: a second row for the same uri would duplicate it
         run.notes.append(f"{len(moved)} object(s) changed size since their row was made (e.g. {moved[0]}); "
                          "their rows are kept - pass --rescan to redo them")

@@ -34,6 +34,7 @@ SAMPLES_DIR = Path(__file__).parent / "samples"
 KIND_FILE, KIND_TAR, KIND_PARQUET = "file", "tar", "parquet"
 INPUT_FORMATS = ("auto", "files", "tar", "parquet")
 KIND_REFUSED = "refused"   # a manifest entry outside the allowed roots: an error row, never read
+UNLISTED_KEY = "zoomin.unlisted"  # plan metadata: folders that could not be listed
 # skip: JSON list of a shard's members already done (a resumed run passes over them).
 PLAN_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("kind", pa.string()),
                          ("extra", pa.string()), ("skip", pa.string())])
@@ -97,7 +98,7 @@ def plan_source(src: str, cfg: SourceConfig = SourceConfig(), exclude: Optional[
         elif not _is_s3(fs) and fs.isdir(path):
             plan.root = path
             if is_local_fs(fs):
-                _local_files(path, plan.add)
+                _local_files(path, plan.add, plan.unlisted)
             else:
                 plan.add_infos(fs.find(path, withdirs=False, detail=True))
         elif fs.exists(path):
@@ -128,6 +129,7 @@ class _PlanBuilder:
         self.paths: list[str] = []
         self.sizes: list[int] = []
         self.chunks: list[pa.Table] = []
+        self.unlisted: list[str] = []  # folders under SRC that could not be listed, with why
 
     def add(self, p: str, size: int) -> None:
         rel = p[len(self.root):].lstrip("/") if p.startswith(self.root) else p.rsplit("/", 1)[-1]
@@ -154,19 +156,48 @@ class _PlanBuilder:
         import pyarrow.compute as pc
         self._flush()
         t = pa.concat_tables(self.chunks) if self.chunks else PLAN_SCHEMA.empty_table()
-        return t.take(pc.sort_indices(t, sort_keys=[("uri", "ascending")])).combine_chunks()
+        t = t.take(pc.sort_indices(t, sort_keys=[("uri", "ascending")])).combine_chunks()
+        if self.unlisted:  # the scan reports them: their files cannot have rows
+            t = t.replace_schema_metadata({**(t.schema.metadata or {}), UNLISTED_KEY: json.dumps(self.unlisted)})
+        return t
 
 
-def _local_files(root: str, add) -> None:
-    """Calls add(path, size) for every regular file under a local folder (hidden ones pruned)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def unlisted_folders(plan: pa.Table) -> list[str]:
+    """Folders under SRC that planning could not list ("path: reason"), as plan_source found them."""
+    raw = (plan.schema.metadata or {}).get(UNLISTED_KEY.encode())
+    return json.loads(raw) if raw else []
+
+
+def _local_files(root: str, add, unlisted: list[str]) -> None:
+    """Calls add(path, size) for every regular file under a local folder (hidden ones pruned).
+
+    Symbolic links are followed, to folders too (archives are often assembled from links to
+    other disks); a folder reached twice, e.g. through a link to its own parent, is listed once.
+    A link that leads nowhere is added with size -1, so that its row says so instead of the
+    file silently missing. A folder that cannot be listed goes to `unlisted` ("path: reason")."""
+    seen: set[tuple[int, int]] = set()
+
+    def refused(e: OSError) -> None:
+        unlisted.append(f"{e.filename}: {e.strerror or e}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=refused, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+            if (st.st_dev, st.st_ino) in seen:
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             p = os.path.join(dirpath, name)
             try:
                 st = os.stat(p)
             except OSError:
-                continue  # vanished or unreadable while listing; a later run picks it up
+                if os.path.islink(p):
+                    add(p, -1)  # a dangling link: reading it gives the row its error
+                continue  # vanished while listing: nothing left to report on
             if stat.S_ISREG(st.st_mode):
                 add(p, st.st_size)
 
@@ -286,6 +317,10 @@ def read_object(uri: str, size: int, cfg: SourceConfig) -> ImageInput:
         if size > cfg.max_bytes:
             return _too_large(uri, size, cfg.max_bytes)
         return ImageInput(uri, retrying(lambda: fs.cat_file(path), cfg.storage))
+    except FileNotFoundError as e:
+        if is_local_fs(fs) and os.path.islink(path):
+            return ImageInput(uri, None, f"cannot read object: broken symbolic link (to {os.readlink(path)})")
+        return ImageInput(uri, None, f"cannot read object: {redact(_describe(e), cfg.storage)}")
     except Exception as e:  # noqa: BLE001 - every failure of one object is that object's row
         return ImageInput(uri, None, f"cannot read object: {redact(_describe(e), cfg.storage)}")
 

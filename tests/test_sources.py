@@ -1,13 +1,15 @@
 """Planning and reading sources, without Ray: listings, manifests, shards, retries, redaction."""
 import io
 import json
+import os
 import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.sources import SourceConfig, SourceError, iter_inputs, plan_manifest, plan_source
+from jobs.sources import (SourceConfig, SourceError, iter_inputs, plan_manifest, plan_source, read_object,
+                          unlisted_folders)
 from jobs.storage import StorageConfig, redact, retrying
 from tests.conftest import jpeg_bytes, textured
 
@@ -39,6 +41,36 @@ def test_plan_folder_skips_hidden_and_output(tmp_path):
     assert set(files_only.column("kind").to_pylist()) == {"file"}
     with pytest.raises(SourceError, match="no such"):
         plan_source(str(tmp_path / "missing"))
+
+
+def test_plan_folder_follows_links_and_reports_what_it_cannot_list(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "other-disk"
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "deep" / "z.jpg").write_bytes(b"12")
+    src = tmp_path / "archive"
+    (src / "locked").mkdir(parents=True)
+    (src / "locked" / "w.jpg").write_bytes(b"1")
+    (src / "a.jpg").write_bytes(b"123")
+    (src / "linked").symlink_to(elsewhere)           # a folder that lives on another disk
+    (src / "loop").symlink_to(src)                   # a link to its own parent: listed once
+    (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    t = plan_source(str(src))
+    monkeypatch.undo()
+    sizes = dict(zip(t.column("uri").to_pylist(), t.column("size").to_pylist()))
+    assert sizes == {str(src / "a.jpg"): 3, str(src / "gone.jpg"): -1,
+                     str(src / "linked" / "deep" / "z.jpg"): 2}
+    assert unlisted_folders(t) == [f"{src / 'locked'}: Permission denied"]
+    assert unlisted_folders(plan_source(str(elsewhere))) == []
+    gone = read_object(str(src / "gone.jpg"), -1, SourceConfig())
+    assert gone.data is None and "broken symbolic link" in gone.read_error and "nowhere.jpg" in gone.read_error
 
 
 def test_manifest_formats_resolve_relative_and_carry_extras(tmp_path):
