@@ -304,7 +304,7 @@ def _add_evaluate(sub) -> None:
                        description="Join RESULTS (a `zoomin scan --out` folder) with LABELS by image path and "
                                    "print accuracy, precision/recall/F1, ROC-AUC, calibration (ECE, and the ECE a perfectly "
                                    "calibrated model would show on that many images), box IoU, "
-                                   "region recall at IoU 0.5 and flip rate, overall and per kind and source.")
+                                   "region recall at IoU 0.5 and flip rate, overall and per kind, source and split.")
     p.add_argument("results", help="folder written by `zoomin scan --out`")
     p.add_argument("--labels", required=True,
                    help="labels: JSONL, or CSV/TSV (by extension), with 'file' (relative to the labels file) or 'uri', "

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from zoomin_core.evaluate import Item, report
+from zoomin_core.evaluate import GROUPS, Item, report
 
 from .sinks import OutputError, read_results
 from .storage import StorageConfig, is_remote
@@ -99,7 +99,7 @@ def join(results: list[dict], labels: list[dict]) -> tuple[list[Item], int]:
             verdict=row["verdict"], initial_verdict=row["initial_verdict"],
             boxes=tuple((b["x1"], b["y1"], b["x2"], b["y2"]) for b in row["boxes"] or []),
             ref_boxes=tuple(tuple(b[:4]) for b in lab.get("boxes") or []),
-            kind=lab.get("kind") or "", source=lab.get("source") or "",
+            kind=lab.get("kind") or "", source=lab.get("source") or "", split=lab.get("split") or "",
             width=row["width"] or 0, height=row["height"] or 0))
     return items, missing
 
@@ -117,7 +117,7 @@ COLUMNS = ("images", "errors", "accuracy", "first_accuracy", "precision", "recal
 def format_report(rep: dict) -> str:
     lines = ["group".ljust(22) + "".join(c.rjust(15) for c in COLUMNS)]
     rows = [("overall", rep["overall"])]
-    for g in ("kind", "source"):
+    for g in GROUPS:
         rows += [(f"{g}={k}", m) for k, m in rep.get(g, {}).items()]
     for name, m in rows:
         lines.append(name[:22].ljust(22) + "".join(_fmt(m.get(c)).rjust(15) for c in COLUMNS))

@@ -40,10 +40,12 @@ def labelled(tmp_path):
     res.mkdir()
     pq.write_table(rows_to_table(rows), res / "part-0.parquet")
     labels = [
-        {"file": "imgs/a.jpg", "label": "generated", "kind": "regional", "source": "fam1", "boxes": [[0, 0, 10, 10]]},
-        {"file": "imgs/b.jpg", "label": "generated", "kind": "whole", "source": "fam2", "boxes": [[0, 0, 100, 100]]},
-        {"file": "imgs/c.jpg", "label": "real", "kind": "real", "source": "real"},
-        {"file": "imgs/d.jpg", "label": "real", "kind": "real", "source": "real"},
+        {"file": "imgs/a.jpg", "label": "generated", "kind": "regional", "source": "fam1", "split": "test",
+         "boxes": [[0, 0, 10, 10]]},
+        {"file": "imgs/b.jpg", "label": "generated", "kind": "whole", "source": "fam2", "split": "holdout",
+         "boxes": [[0, 0, 100, 100]]},
+        {"file": "imgs/c.jpg", "label": "real", "kind": "real", "source": "real", "split": "test"},
+        {"file": "imgs/d.jpg", "label": "real", "kind": "real", "source": "real", "split": "holdout"},
         {"file": "imgs/e.jpg", "label": "real", "kind": "real", "source": "real"},
         {"file": "imgs/missing.jpg", "label": "real"},
     ]
@@ -71,8 +73,13 @@ def test_evaluate_cli_matches_hand_computed(labelled, tmp_path, capsys):
     assert rep["unmatched_labels"] == 1
     assert rep["kind"]["real"]["accuracy"] == pytest.approx(0.5)
     assert rep["source"]["fam1"]["accuracy"] == pytest.approx(1.0)
+    # per split: test holds a (0.9, generated) and c (0.2, real); holdout b (0.65) and d (0.75, a real)
+    assert rep["split"]["test"]["accuracy"] == pytest.approx(1.0) and rep["split"]["test"]["roc_auc"] == 1.0
+    assert rep["split"]["holdout"]["accuracy"] == pytest.approx(0.5) and rep["split"]["holdout"]["roc_auc"] == 0.0
+    assert set(rep["split"]) == {"test", "holdout"}  # e.g. the label without a split is in no group
     printed = capsys.readouterr().out
-    assert "overall" in printed and "kind=regional" in printed and "1 label(s) had no result row" in printed
+    assert "overall" in printed and "kind=regional" in printed and "split=holdout" in printed
+    assert "1 label(s) had no result row" in printed
 
 
 def _overall(res, labels, text: str) -> dict:

@@ -36,6 +36,7 @@ class Item:
     ref_boxes: tuple = ()                    # reference boxes, original pixels
     kind: str = ""
     source: str = ""
+    split: str = ""                          # the label's split (e.g. test / holdout), if it has one
     width: int = 0
     height: int = 0
     extra: dict = field(default_factory=dict)
@@ -124,7 +125,10 @@ def metrics(items: list[Item]) -> dict:
     return out
 
 
-def report(items: list[Item], groups: tuple[str, ...] = ("kind", "source")) -> dict:
+GROUPS = ("kind", "source", "split")
+
+
+def report(items: list[Item], groups: tuple[str, ...] = GROUPS) -> dict:
     """Overall metrics, and per value of each grouping attribute."""
     rep: dict = {"overall": metrics(items)}
     for g in groups:
