@@ -7,6 +7,8 @@ job's identity) and again when it ends ("complete", with its summary); each run 
 `_runs/<run id>.json`, the history of a nightly job.
 
 Same command again on the same --out:
+  - the last run is still going           -> refused (its driver's heartbeat is fresh; see
+                                             `live_run`): two drivers would scan the same images
   - the last run did not finish (killed)  -> resume: plan minus the uris already in the output
   - the last run finished                 -> refused, unless --incremental (only new uris) or
                                              --rescan (clear the results, scan everything)
@@ -17,7 +19,10 @@ A changed --model or prompt version is reported; the earlier rows keep theirs.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -30,7 +35,14 @@ from .sinks import RUN_RECORD, Output, OutputError, read_results, result_files
 from .sources import KIND_FILE
 from .storage import is_local_fs
 
+log = logging.getLogger(__name__)
+
 RUNS_DIR = "_runs"
+# A running scan rewrites its record with a fresh heartbeat this often; a record whose heartbeat
+# is older than STALE_S is taken for a driver that died (nightly schedulers start the next run
+# whether or not the last one ended; a crashed driver must not block its resume for long).
+HEARTBEAT_S = 30.0
+STALE_S = 120.0
 # What makes two runs the same job; model and prompts may change between nightly runs.
 IDENTITY = ("src", "backend", "stages", "input_format", "image_column")
 
@@ -68,6 +80,67 @@ def write_record(out: Output, record: dict) -> None:
         f.write(text)
 
 
+def write_current(out: Output, record: dict) -> None:
+    """Rewrite only `_run.json` (the heartbeat; the run's history file keeps its start record)."""
+    with out.fs.open(out.join(RUN_RECORD), "w") as f:
+        f.write(json.dumps(record, indent=2, default=str))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # someone else's process
+    try:  # a killed driver not yet reaped by its parent is a zombie: dead for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def live_run(record: Optional[dict], now: Optional[float] = None) -> Optional[str]:
+    """If the run in `record` still looks alive, a description of it; None if it ended or died.
+    Alive: state "running" with a heartbeat younger than STALE_S, and, when it was started on
+    this machine, its driver process still there (a driver killed here is seen at once)."""
+    if not record or record.get("state") != "running" or record.get("heartbeat") is None:
+        return None   # ended, or written before heartbeats were recorded
+    age = (time.time() if now is None else now) - float(record["heartbeat"])
+    if age > STALE_S:
+        return None
+    host, pid = record.get("host"), record.get("pid")
+    if host == socket.gethostname() and pid and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+        return None   # its driver is gone (or is this process, whose earlier scan failed)
+    return (f"run {record.get('run_id')} started {record.get('started')} by process {pid} on {host}, "
+            f"last heartbeat {max(0.0, age):.0f}s ago")
+
+
+class Heartbeat:
+    """While a run goes on, rewrite its record with the time every `every` seconds (a daemon
+    thread on the driver), so that another run on the same output can tell it is alive."""
+
+    def __init__(self, out: Output, record: dict, every: float = HEARTBEAT_S):
+        self.out, self.record, self.every = out, record, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="zoomin-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                write_current(self.out, {**self.record, "heartbeat": time.time()})
+            except Exception as e:  # noqa: BLE001 - a missed beat must not stop the scan
+                log.warning("could not refresh the run record: %s", e)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()   # no beat may land after the final record
+
+
 def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: bool) -> RunStart:
     """How this run relates to what the output holds. Reads only: the job calls it before it
     starts Ray, so that a refused --out costs the user no cluster start-up."""
@@ -82,6 +155,11 @@ def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: b
     if is_local_fs(fs):
         _check_writable(out)
     last = read_record(out)
+    alive = live_run(last) if files else None
+    if alive:  # even --overwrite: clearing an output another driver is writing loses its rows
+        raise OutputError(f"{out.uri} is being written by another run ({alive}); two runs at once would scan "
+                          f"the same images twice. Wait for it to end; if its driver died on another machine, "
+                          f"run again once its heartbeat is {STALE_S:.0f}s old")
     if files and not overwrite:
         if last is None:
             raise OutputError(f"{out.uri} is not empty ({len(files)} file(s)) and holds no zoomin run record; "
@@ -140,7 +218,8 @@ def begin(out: Output, run: RunStart) -> RunStart:
         fs.makedirs(out.path, exist_ok=True)
         run.record = {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": run.job,
                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "already_done": len(run.done)}
+                      "already_done": len(run.done), "host": socket.gethostname(), "pid": os.getpid(),
+                      "heartbeat": time.time()}
         write_record(out, run.record)
     except OSError as e:  # a read-only mount, a path under a file, a bucket we may not write to
         raise OutputError(f"{out.uri}: cannot write there: {type(e).__name__}: {e}") from None

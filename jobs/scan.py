@@ -108,7 +108,8 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()
-    _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
+    with runs.Heartbeat(output, run.record):
+        _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
                       seconds=time.perf_counter() - t0, plan=plan.describe(), backend=cfg.backend,

@@ -225,3 +225,63 @@ def test_an_out_that_cannot_be_written_is_an_output_error(tmp_path, monkeypatch)
     monkeypatch.setattr(jobs.runs, "write_record", read_only)
     with pytest.raises(OutputError, match="cannot write there: PermissionError"):
         jobs.runs.begin(out, run)
+
+
+def test_a_second_run_on_a_live_output_is_refused(tmp_path, monkeypatch, capsys):
+    """Two drivers on one --out (a nightly run that overran into the next night's) would scan
+    the same images twice: the second one is refused while the first one's heartbeat is fresh,
+    and resumes as soon as that driver is seen dead."""
+    import socket
+
+    import jobs.runs
+    import jobs.scan
+    from jobs.sinks import open_output
+
+    monkeypatch.setattr(jobs.scan, "_init_ray", lambda *_a, **_k: pytest.fail("a cluster was started"))
+    src, out_dir = tmp_path / "src", tmp_path / "out"
+    _images(src, 2)
+    out = open_output(str(out_dir))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = jobs.runs.begin(out, jobs.runs.decide(out, {"src": "x"}, False, False, False))
+        record = {**run.record, "pid": other.pid}  # as another driver on this machine wrote it
+        jobs.runs.write_record(out, record)
+        with pytest.raises(jobs.runs.OutputError, match="being written by another run"):
+            jobs.runs.decide(out, {"src": "x"}, overwrite=True, incremental=False, rescan=False)
+        assert "last heartbeat" in jobs.runs.live_run(record)
+        # the same, started on another machine: alive until its heartbeat is STALE_S old
+        remote = {**record, "host": socket.gethostname() + "-elsewhere"}
+        assert jobs.runs.live_run(remote) and not jobs.runs.live_run(
+            remote, now=record["heartbeat"] + jobs.runs.STALE_S + 1)
+        assert not jobs.runs.live_run({**remote, "state": "complete"})
+        # that driver dies: the next run resumes at once
+        other.kill()
+        other.wait()
+        assert not jobs.runs.live_run(record)
+        assert jobs.runs.decide(out, {"src": "x"}, False, False, False).mode == "resume"
+    finally:
+        other.kill()
+        other.wait()
+    # the CLI says why, before any cluster starts
+    jobs.runs.write_record(out, {**record, "pid": os.getppid(), "heartbeat": time.time()})
+    assert main(["scan", str(src), "--out", str(out_dir), "--backend", "fake", "--no-progress"]) == 2
+    assert "being written by another run" in capsys.readouterr().err
+
+
+def test_heartbeat_refreshes_the_record_until_stopped(tmp_path):
+    import jobs.runs
+    from jobs.sinks import open_output
+
+    out = open_output(str(tmp_path / "out"))
+    run = jobs.runs.begin(out, jobs.runs.decide(out, {"src": "x"}, False, False, False))
+    first = run.record["heartbeat"]
+    with jobs.runs.Heartbeat(out, run.record, every=0.05):
+        time.sleep(0.5)
+        beat = jobs.runs.read_record(out)["heartbeat"]
+    assert beat > first
+    time.sleep(0.2)
+    last = jobs.runs.read_record(out)["heartbeat"]
+    time.sleep(0.2)
+    assert jobs.runs.read_record(out)["heartbeat"] == last  # nothing lands after it stopped
+    history = json.loads((tmp_path / "out" / RUNS_DIR / f"{run.run_id}.json").read_text())
+    assert history["heartbeat"] == first  # the run's history keeps its start record
