@@ -70,20 +70,30 @@ def read_record(out: Output) -> Optional[dict]:
         return None
 
 
+def _write_json(out: Output, name: str, record: dict) -> None:
+    """Whole or not at all: a driver killed mid-write must not leave a record that reads as
+    none (the output would then be refused as someone else's). Object stores put whole objects;
+    a local file is written aside and renamed into place."""
+    fs, path, text = out.fs, out.join(name), json.dumps(record, indent=2, default=str)
+    if not is_local_fs(fs):
+        with fs.open(path, "w") as f:
+            f.write(text)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_record(out: Output, record: dict) -> None:
-    fs = out.fs
-    text = json.dumps(record, indent=2, default=str)
-    fs.makedirs(out.join(RUNS_DIR), exist_ok=True)  # a no-op on object stores
-    with fs.open(out.join(f"{RUNS_DIR}/{record['run_id']}.json"), "w") as f:
-        f.write(text)
-    with fs.open(out.join(RUN_RECORD), "w") as f:
-        f.write(text)
+    out.fs.makedirs(out.join(RUNS_DIR), exist_ok=True)  # a no-op on object stores
+    _write_json(out, f"{RUNS_DIR}/{record['run_id']}.json", record)
+    _write_json(out, RUN_RECORD, record)
 
 
 def write_current(out: Output, record: dict) -> None:
     """Rewrite only `_run.json` (the heartbeat; the run's history file keeps its start record)."""
-    with out.fs.open(out.join(RUN_RECORD), "w") as f:
-        f.write(json.dumps(record, indent=2, default=str))
+    _write_json(out, RUN_RECORD, record)
 
 
 def _pid_alive(pid: int) -> bool:

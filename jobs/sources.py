@@ -318,8 +318,8 @@ def read_object(uri: str, size: int, cfg: SourceConfig) -> ImageInput:
             return _too_large(uri, size, cfg.max_bytes)
         return ImageInput(uri, retrying(lambda: fs.cat_file(path), cfg.storage))
     except FileNotFoundError as e:
-        if is_local_fs(fs) and os.path.islink(path):
-            return ImageInput(uri, None, f"cannot read object: broken symbolic link (to {os.readlink(path)})")
+        if not is_remote(uri) and os.path.islink(uri):  # local uris are plain paths
+            return ImageInput(uri, None, f"cannot read object: broken symbolic link (to {os.readlink(uri)})")
         return ImageInput(uri, None, f"cannot read object: {redact(_describe(e), cfg.storage)}")
     except Exception as e:  # noqa: BLE001 - every failure of one object is that object's row
         return ImageInput(uri, None, f"cannot read object: {redact(_describe(e), cfg.storage)}")
