@@ -31,7 +31,7 @@ from typing import Optional
 
 import pyarrow as pa
 
-from .sinks import RUN_RECORD, Output, OutputError, read_results, result_files
+from .sinks import RUN_RECORD, Output, OutputError, read_results, result_files, write_whole
 from .sources import KIND_FILE
 from .storage import is_local_fs
 
@@ -72,17 +72,10 @@ def read_record(out: Output) -> Optional[dict]:
 
 def _write_json(out: Output, name: str, record: dict) -> None:
     """Whole or not at all: a driver killed mid-write must not leave a record that reads as
-    none (the output would then be refused as someone else's). Object stores put whole objects;
-    a local file is written aside and renamed into place."""
-    fs, path, text = out.fs, out.join(name), json.dumps(record, indent=2, default=str)
-    if not is_local_fs(fs):
-        with fs.open(path, "w") as f:
-            f.write(text)
-        return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    none (the output would then be refused as someone else's)."""
+    path, text = out.join(name), json.dumps(record, indent=2, default=str)
+    tmp = f"{path}.tmp-{os.getpid()}" if is_local_fs(out.fs) else None
+    write_whole(out.fs, path, lambda f: f.write(text), tmp, mode="w")
 
 
 def write_record(out: Output, record: dict) -> None:

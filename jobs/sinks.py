@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -48,16 +48,22 @@ def open_output(out: str, storage: StorageConfig = StorageConfig()) -> Output:
     return Output(full_uri(fs, path), path, storage)
 
 
+def write_whole(fs, path: str, write: Callable, tmp: Optional[str] = None, mode: str = "wb") -> None:
+    """write(f) into `path`, which appears whole or not at all: on an object store an object is
+    visible only once its upload completes; on a local disk (give `tmp`, a path on the same
+    filesystem) the file is written there first and renamed into place."""
+    with fs.open(tmp or path, mode) as f:
+        write(f)
+    if tmp:
+        fs.mv(tmp, path)  # rename: atomic on one filesystem
+
+
 def _write_table(fs, path: str, table: pa.Table, local: bool, tmp_dir: str) -> None:
+    tmp = None
     if local:
         tmp = f"{tmp_dir}/{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}"
         fs.makedirs(tmp_dir, exist_ok=True)
-        with fs.open(tmp, "wb") as f:
-            pq.write_table(table, f)
-        fs.mv(tmp, path)  # rename: atomic on one filesystem
-    else:
-        with fs.open(path, "wb") as f:  # visible only once the upload completes
-            pq.write_table(table, f)
+    write_whole(fs, path, lambda f: pq.write_table(table, f), tmp)
 
 
 def _datasink_base():
