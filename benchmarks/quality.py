@@ -34,6 +34,7 @@ from zoomin_core.evaluate import roc_auc
 from zoomin_core.generators import FAMILIES
 from zoomin_core.schema import rows_to_table
 from zoomin_core.synth import SynthConfig, synthesize
+from zoomin_core.surprise import fit_blindspot
 from zoomin_core.train import TrainConfig, load_labelled, train
 
 
@@ -94,6 +95,9 @@ def main() -> None:
     ap.add_argument("--weights", default=None,
                     help="the all-families model to evaluate (e.g. the shipped weights, made by `zoomin train` "
                          "on the same set); default: train it here")
+    ap.add_argument("--surprise-steps", type=int, default=TrainConfig.surprise_steps,
+                    help="train the real-photo model (surprise.py) for this many steps, once: it sees only the "
+                         "train split's real images, the same for every held-out family (default 0: off)")
     ap.add_argument("--held-out-only", action="store_true",
                     help="only the leave-one-family-out models: no all-families model, in-distribution or "
                          "shortcut steps")
@@ -104,10 +108,12 @@ def main() -> None:
     if not labels_path.exists():
         synthesize(data, SynthConfig())
     cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment,
-                      seed=a.seed)
+                      seed=a.seed, surprise_steps=a.surprise_steps)
     t0 = time.perf_counter()
     everything = load_labelled(str(labels_path))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)
+    blind_spot = (fit_blindspot([s.full for s in everything if s.split == "train" and s.label == 0], a.surprise_steps,
+                                a.seed) if a.surprise_steps else None)
     present = {s.source for s in everything} - {"real"}   # the families this set was made with
     families = ([f for f in FAMILIES if f in present] if a.families == "all" else a.families.split(","))
     evaluation = [s for s in everything if s.split in ("test", "holdout")]
@@ -119,8 +125,10 @@ def main() -> None:
         if held == "none" and a.weights:
             model = CompactModel.load(a.weights)
         else:
-            model = train(fit_set, cfg, {"version": f"without-{held}"})
+            model = train(fit_set, cfg, {"version": f"without-{held}"}, blind_spot)
             calibrate(model, fit_set)
+            if held != "none":  # kept, so that later figures need no retraining
+                model.save(out / f"without-{held}.safetensors")
         if held == "none":
             test = evaluation
             shipped = model

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jobs.cli import main
-from zoomin_core import ImageInput, load_backend, run_chain
+from zoomin_core import ImageInput, load_backend, run_chain, surprise
 from zoomin_core.augment import perturb
 from zoomin_core.generators import FAMILIES
 from zoomin_core.pseudo import OPS, alter, make_pseudo, pseudo_samples
@@ -243,12 +243,16 @@ def test_synth_then_train_then_scan(tmp_path):
     assert all(r["split"] in ("calib", "test") for r in records if r["photos"] == "calib")
     weights = tmp_path / "w.safetensors"
     assert main(["train", str(data / "labels.jsonl"), "--out", str(weights), "--version", "t1",
-                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise", "--pseudo", "0.5", "--augment", "0.5"]) == 0
+                 "--scan-steps", "3", "--zoom-steps", "3", "--exclude-source", "denoise", "--pseudo", "0.5", "--augment", "0.5",
+                 "--surprise-steps", "3"]) == 0
     backend = load_backend("compact", str(weights))
     assert backend.model_id == "compact/t1"
     assert backend.model.meta["fusion"] and backend.model.meta["scan_calibration"]
     assert "denoise" not in backend.model.meta["train_sources"]
     assert "pseudo" in backend.model.meta["train_sources"]
     assert backend.model.meta["train_config"]["augment"] == 0.5
+    # the real-photo model came along, with its head fitted on the calib split
+    assert backend.model.surprise is not None and backend.surprise_head
+    assert len(backend.surprise_head["weights"]) == len(surprise.STATS) + 1
     rows = run_chain(backend, [ImageInput(r["file"], (data / r["file"]).read_bytes()) for r in records[:3]])
     assert all(r.status == "ok" and 0 <= r.score <= 1 for r in rows)

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .backends.compact import CompactBackend
-from .compact_model import DEFAULT_BOXES, CompactModel, fusion_features, proposals
-from .decode import prepare
+from . import surprise
+from .compact_model import DEFAULT_BOXES, CompactModel, fusion_features, pool_logits, proposals, to_tensor
+from .decode import decode_full, prepare
 from .evaluate import Item, metrics
 from .geometry import iou
 from .records import Box, ImageInput, ResultRow, View
@@ -76,6 +77,51 @@ def fit_boxes(backend: CompactBackend, calib: list[Sample]) -> dict:
     return best
 
 
+def _calib_crops(samples: list[Sample], size: int = 256, per_image: int = 2, seed: int = 0):
+    """(label, window) pairs: the centre of each true region (whole fakes: of the image), and
+    random windows of real images, at most `size` a side, as the zoom reads them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        full = decode_full(s.data)
+        H, W = full.shape[:2]
+        for box in (s.regions() if s.label else [None] * per_image)[:per_image]:
+            if box is None:
+                w, h = min(size, W), min(size, H)
+                x, y = int(rng.integers(W - w + 1)), int(rng.integers(H - h + 1))
+            else:
+                x1, y1, x2, y2 = (int(v) for v in box)
+                w, h = min(size, x2 - x1), min(size, y2 - y1)
+                x = int(np.clip((x1 + x2) // 2 - w // 2, 0, W - w))
+                y = int(np.clip((y1 + y2) // 2 - h // 2, 0, H - h))
+            if min(w, h) >= surprise.MIN_SIDE:
+                out.append((s.label, full[y:y + h, x:x + w]))
+    return out
+
+
+def fit_surprise_head(model: CompactModel, calib: list[Sample]) -> dict:
+    """The real-photo model's head (surprise.py): standardisation and a logistic regression of
+    its seven statistics on crops of the calib split, and the mean and spread of its logit and
+    of the zoom net's logit on real crops, which put the two opinions on one scale."""
+    pairs = _calib_crops(calib)
+    labels = np.array([lab for lab, _ in pairs])
+    stats, zoom = [], []
+    with torch.inference_mode():
+        for _, win in pairs:
+            x = to_tensor(win)
+            stats.append(surprise.crop_stats(model.surprise, x)[0])
+            zoom.append(float(pool_logits(model.zoom(x))[0]))
+    stats, zoom, real = np.array(stats), np.array(zoom), labels == 0
+    mean, std = stats[real].mean(0), stats[real].std(0) + 1e-9
+    head = {"mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
+            "weights": fit_logistic((stats - mean) / std, labels), "real_s": [0.0, 1.0],
+            "real_z": [round(float(zoom[real].mean()), 6), round(float(zoom[real].std() + 1e-9), 6)]}
+    s = surprise.head_logits(stats, head)
+    head["real_s"] = [round(float(s[real].mean()), 6), round(float(s[real].std() + 1e-9), 6)]
+    log.info("surprise head: %d calib crops (%d real)", len(pairs), int(real.sum()))
+    return head
+
+
 def run_samples(model: CompactModel, samples: list[Sample], stages: str = "scan,zoom",
                 batch: int = 16) -> list[ResultRow]:
     """The samples through the same chain the job runs (in this process)."""
@@ -99,13 +145,18 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
         log.warning("no 'calib' split: calibrating on the training split (scores will be over-confident)")
         calib = [s for s in samples if s.split == "train"]
     labels = np.array([s.label for s in calib])
-    for key in ("scan_calibration", "fusion", "boxes"):
+    for key in ("scan_calibration", "fusion", "boxes", "surprise"):
         model.meta.pop(key, None)
     model.meta["threshold"] = 0.5
     backend = CompactBackend(model=model)
     max_logit = np.array([m.max() for m in backend.scan_logits([View(s.view, 1.0, 1.0) for s in calib])])
     model.meta["scan_calibration"] = fit_logistic(max_logit[:, None], labels)
     model.meta["boxes"] = fit_boxes(backend, calib)  # its maps read the calibration just fitted
+    if model.surprise is not None:  # before the fusion: it changes the crop scores the fusion reads
+        if len({s.label for s in calib}) == 2:
+            model.meta["surprise"] = fit_surprise_head(model, calib)
+        else:
+            log.warning("the calib split lacks real or generated images: the real-photo model is left unused")
     rows = run_samples(model, calib)
     first = np.array([r.initial_score for r in rows])
     crop = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])

@@ -102,6 +102,9 @@ class CompactModel:
     # Free-form facts about how the weights were made (data, steps, validation figures) and the
     # reference cue levels of real photos, used to phrase rationales. Saved in the file header.
     meta: dict = field(default_factory=dict)
+    # Opt-in second opinion for the zoom, trained on real photos only (surprise.py); its head
+    # (fitted on the calib split) lives in meta["surprise"].
+    surprise: nn.Module | None = None
 
     @property
     def version(self) -> str:
@@ -111,6 +114,8 @@ class CompactModel:
         from safetensors.torch import save_file
         tensors = {f"scan.{k}": v for k, v in self.scan.state_dict().items()}
         tensors.update({f"zoom.{k}": v for k, v in self.zoom.state_dict().items()})
+        if self.surprise is not None:
+            tensors.update({f"surprise.{k}": v for k, v in self.surprise.state_dict().items()})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(path) + ".tmp")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
@@ -139,6 +144,12 @@ class CompactModel:
         model = CompactModel.new(meta)
         model.scan.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("scan.")})
         model.zoom.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("zoom.")})
+        blind_spot = {k[9:]: v for k, v in tensors.items() if k.startswith("surprise.")}
+        if blind_spot:
+            from .surprise import BlindSpot
+            model.surprise = BlindSpot()
+            model.surprise.load_state_dict(blind_spot)
+            model.surprise.eval()
         model.scan.eval()
         model.zoom.eval()
         return model

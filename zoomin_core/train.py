@@ -27,6 +27,7 @@ from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_ten
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .pseudo import pseudo_samples
 from .rationale import measure
+from .surprise import fit_blindspot
 from .records import ImageInput
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class TrainConfig:
     # Probability of each whole-patch perturbation (noise, blur, re-compression; `augment.py`),
     # drawn independently for every training patch of either net, real or generated alike.
     augment: float = 0.0
+    # Steps of the real-photo model (surprise.py), a second opinion for the zoom trained on the
+    # train split's real images only; 0 leaves it out.
+    surprise_steps: int = 0
 
 
 def _records(labels: Optional[str], real_dir: Optional[str], generated_dir: Optional[str]) -> list[dict]:
@@ -242,8 +246,11 @@ def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng
          lambda out, y: F.binary_cross_entropy_with_logits(pool_logits(out), y), "zoom")
 
 
-def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optional[dict] = None
-          ) -> CompactModel:
+def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optional[dict] = None,
+          blind_spot: Optional[torch.nn.Module] = None) -> CompactModel:
+    """The scan net, then the zoom net on its hard negatives, then (cfg.surprise_steps) the
+    real-photo model - or `blind_spot`, one already trained on the same real images (it sees
+    no generated image, so held-out-family runs can share it)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_set = [s for s in samples if s.split == "train"]
@@ -263,6 +270,9 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
 
     _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan")
     fit_zoom(model, train_set, cfg, rng)
+    if blind_spot is not None or cfg.surprise_steps:
+        model.surprise = blind_spot or fit_blindspot(
+            [s.full for s in train_set if s.label == 0 and s.full is not None], cfg.surprise_steps, cfg.seed)
 
     # Reference levels of the rationale's statistics in real pixels of the training set.
     cues = [measure(_patch(train_set, False, 128, rng)) for _ in range(200)]

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .. import rationale
+from .. import rationale, surprise
 from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fusion_features, pool_logits,
                              proposals, to_tensor)
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
@@ -31,6 +31,10 @@ class CompactBackend:
         self.device = torch.device(device)
         self.model.scan.to(self.device)
         self.model.zoom.to(self.device)
+        # The real-photo second opinion counts only once its head is fitted (`zoomin train`).
+        self.surprise_head = self.model.meta.get("surprise") if self.model.surprise is not None else None
+        if self.surprise_head:
+            self.model.surprise.to(self.device)
         self.max_boxes = max_boxes
         # Decision threshold on P(generated), for the first look and the final verdict alike.
         self.threshold = float(self.model.meta.get("threshold", threshold))
@@ -83,7 +87,8 @@ class CompactBackend:
 
     @torch.inference_mode()
     def crop_scores(self, crops: Sequence[Crop], chunk: int = 64) -> list[float]:
-        """Zoom score per crop: P(generated) pooled over its window's logit map. Windows of equal
+        """Zoom score per crop: P(generated) pooled over its window's logit map (with a fitted
+        real-photo model, surprise.py: the larger of that and its opinion). Windows of equal
         size run as one batch (across images): on a GPU, one crop per call left the zoom stage
         slower there than on 15 CPU cores (measured, benchmarks/gpu_check.py)."""
         scores = [0.0] * len(crops)  # windows under 8 px a side carry no usable evidence
@@ -96,7 +101,13 @@ class CompactBackend:
             for start in range(0, len(members), chunk):
                 part = members[start:start + chunk]
                 x = torch.cat([to_tensor(w) for _, w in part]).to(self.device)
-                probs = torch.sigmoid(pool_logits(self.model.zoom(x))).float().cpu().numpy()
+                z = pool_logits(self.model.zoom(x))
+                if self.surprise_head:  # windows too small for its statistics keep the zoom's alone
+                    head = self.surprise_head
+                    opinion = (surprise.head_logits(surprise.crop_stats(self.model.surprise, x), head)
+                               if min(x.shape[2:]) >= surprise.MIN_SIDE else None)
+                    z = torch.from_numpy(surprise.combine(z.double().cpu().numpy(), opinion, head))
+                probs = torch.sigmoid(z).float().cpu().numpy()
                 for (i, _), p in zip(part, probs):
                     scores[i] = float(p)
         return scores
