@@ -39,31 +39,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from zoomin_core.compact_model import ZoomNet, pool_logits  # noqa: E402
-from zoomin_core.decode import decode_full  # noqa: E402
 from zoomin_core.evaluate import roc_auc  # noqa: E402
-from zoomin_core.surprise import STATS, crop_stats, fit_blindspot  # noqa: E402
+from zoomin_core.surprise import MIN_SIDE, STATS, crop_stats, fit_blindspot, region_windows  # noqa: E402
 from zoomin_core.train import _batch, _fit, _patch, load_labelled  # noqa: E402
 
 FAMILIES = ("ae_tconv", "ae_resize", "sr_shuffle", "denoise")
-
-
-def eval_crops(samples, size: int = 256, per_image: int = 2):
-    rng = np.random.default_rng(123)
-    out = []
-    for s in samples:
-        full = decode_full(s.data)
-        H, W = full.shape[:2]
-        for box in (s.regions() if s.label else [None] * per_image)[:per_image]:
-            if box is not None:
-                x1, y1, x2, y2 = box
-                w, h = min(size, int(x2 - x1)), min(size, int(y2 - y1))
-                x = int(np.clip((x1 + x2) // 2 - w // 2, 0, W - w))
-                y = int(np.clip((y1 + y2) // 2 - h // 2, 0, H - h))
-            else:
-                w, h = min(size, W), min(size, H)
-                x, y = rng.integers(0, W - w + 1), rng.integers(0, H - h + 1)
-            out.append((s.label, s.source, s.kind, full[y:y + h, x:x + w]))
-    return out
 
 
 @torch.inference_mode()
@@ -142,7 +122,9 @@ def main() -> None:
     families = [f for f in FAMILIES if any(s.source == f for s in samples)]
     print(f"loaded {len(samples)} images [{time.time() - t0:.0f}s]", flush=True)
     net = fit_blindspot([s.full for s in train_set if s.label == 0], a.steps, a.seed)
-    crops = eval_crops([s for s in samples if s.split in ("test", "holdout")])
+    crops = [(s.label, s.source, s.kind, win)
+             for s, win in region_windows([s for s in samples if s.split in ("test", "holdout")], seed=123)
+             if min(win.shape[:2]) >= MIN_SIDE]
     lab = np.array([c[0] for c in crops])
     src = np.array([c[1] for c in crops])
     kind = np.array([c[2] for c in crops])

@@ -92,3 +92,31 @@ def test_weights_file_keeps_the_real_photo_model_and_its_head(tmp_path):
     x = torch.rand(1, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(back.surprise(x)[0], model.surprise(x)[0])
+
+
+def test_region_windows_sit_inside_true_regions_and_anywhere_in_real_images():
+    import io
+
+    from PIL import Image
+
+    from zoomin_core.train import Sample
+
+    def sample(label, boxes, w=400, h=300):
+        a = np.zeros((h, w, 3), np.uint8)
+        a[..., 0] = 220  # red everywhere, blue inside the boxes
+        for x1, y1, x2, y2 in boxes:
+            a[y1:y2, x1:x2] = (0, 0, 220)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return Sample("f.png", label, "regional" if boxes else "real", "x", "test", boxes, buf.getvalue(),
+                      a, w, h)
+
+    fake = sample(1, [[40, 30, 140, 90], [300, 200, 380, 290]])
+    real = sample(0, [])
+    wins = surprise.region_windows([fake, real], size=64)
+    assert [s.label for s, _ in wins] == [1, 1, 0, 0]
+    assert wins[0][1].shape == (60, 64, 3) and wins[1][1].shape == (64, 64, 3)  # at most 64 a side
+    for _, win in wins[:2]:
+        assert (win[..., 2] == 220).all() and (win[..., 0] == 0).all()  # only the region's pixels
+    for _, win in wins[2:]:
+        assert win.shape == (64, 64, 3) and (win[..., 0] == 220).all()

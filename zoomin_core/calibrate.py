@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .backends.compact import CompactBackend
 from . import surprise
 from .compact_model import DEFAULT_BOXES, CompactModel, fusion_features, pool_logits, proposals, to_tensor
-from .decode import decode_full, prepare
+from .decode import prepare
 from .evaluate import Item, metrics
 from .geometry import iou
 from .records import Box, ImageInput, ResultRow, View
@@ -77,33 +77,11 @@ def fit_boxes(backend: CompactBackend, calib: list[Sample]) -> dict:
     return best
 
 
-def _calib_crops(samples: list[Sample], size: int = 256, per_image: int = 2, seed: int = 0):
-    """(label, window) pairs: the centre of each true region (whole fakes: of the image), and
-    random windows of real images, at most `size` a side, as the zoom reads them."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in samples:
-        full = decode_full(s.data)
-        H, W = full.shape[:2]
-        for box in (s.regions() if s.label else [None] * per_image)[:per_image]:
-            if box is None:
-                w, h = min(size, W), min(size, H)
-                x, y = int(rng.integers(W - w + 1)), int(rng.integers(H - h + 1))
-            else:
-                x1, y1, x2, y2 = (int(v) for v in box)
-                w, h = min(size, x2 - x1), min(size, y2 - y1)
-                x = int(np.clip((x1 + x2) // 2 - w // 2, 0, W - w))
-                y = int(np.clip((y1 + y2) // 2 - h // 2, 0, H - h))
-            if min(w, h) >= surprise.MIN_SIDE:
-                out.append((s.label, full[y:y + h, x:x + w]))
-    return out
-
-
 def fit_surprise_head(model: CompactModel, calib: list[Sample]) -> dict:
     """The real-photo model's head (surprise.py): standardisation and a logistic regression of
     its seven statistics on crops of the calib split, and the mean and spread of its logit and
     of the zoom net's logit on real crops, which put the two opinions on one scale."""
-    pairs = _calib_crops(calib)
+    pairs = [(s.label, win) for s, win in surprise.region_windows(calib) if min(win.shape[:2]) >= surprise.MIN_SIDE]
     labels = np.array([lab for lab, _ in pairs])
     stats, zoom = [], []
     with torch.inference_mode():

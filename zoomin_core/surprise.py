@@ -67,6 +67,29 @@ def crop_stats(net: BlindSpot, x: torch.Tensor) -> np.ndarray:
                         blocks.min(dim=1).values, blocks.max(dim=1).values, spread], 1).double().cpu().numpy()
 
 
+def region_windows(samples, size: int = 256, per_image: int = 2, seed: int = 0) -> list:
+    """(sample, window) pairs from labelled samples (train.Sample): the centre of each true
+    region (of a whole fake: of the image) and random windows of real images, at most `size` a
+    side, as the zoom reads them."""
+    from .decode import decode_full
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        full = decode_full(s.data)
+        H, W = full.shape[:2]
+        for box in (s.regions() if s.label else [None] * per_image)[:per_image]:
+            if box is None:
+                w, h = min(size, W), min(size, H)
+                x, y = int(rng.integers(W - w + 1)), int(rng.integers(H - h + 1))
+            else:
+                x1, y1, x2, y2 = (int(v) for v in box)
+                w, h = min(size, x2 - x1), min(size, y2 - y1)
+                x = int(np.clip((x1 + x2) // 2 - w // 2, 0, W - w))
+                y = int(np.clip((y1 + y2) // 2 - h // 2, 0, H - h))
+            out.append((s, full[y:y + h, x:x + w]))
+    return out
+
+
 def fit_blindspot(real_pixels: list[np.ndarray], steps: int, seed: int, lr: float = 2e-3) -> BlindSpot:
     """Train on 96 px patches of real images (uint8 H x W x 3). Its own random streams, so that
     adding it leaves every other part of a training run as it was."""
