@@ -271,7 +271,7 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
     _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan")
     fit_zoom(model, train_set, cfg, rng)
     if blind_spot is not None or cfg.surprise_steps:
-        model.surprise = blind_spot or fit_blindspot(
+        model.surprise = blind_spot if blind_spot is not None else fit_blindspot(
             [s.full for s in train_set if s.label == 0 and s.full is not None], cfg.surprise_steps, cfg.seed)
 
     # Reference levels of the rationale's statistics in real pixels of the training set.
