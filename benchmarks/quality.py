@@ -30,6 +30,7 @@ import numpy as np
 from jobs.evaluate import format_report, run_evaluate
 from zoomin_core.calibrate import calibrate, run_samples
 from zoomin_core.compact_model import CompactModel
+from zoomin_core.decode import DecodeConfig
 from zoomin_core.evaluate import roc_auc
 from zoomin_core.generators import FAMILIES
 from zoomin_core.schema import rows_to_table
@@ -98,6 +99,9 @@ def main() -> None:
     ap.add_argument("--surprise-steps", type=int, default=TrainConfig.surprise_steps,
                     help="train the real-photo model (surprise.py) for this many steps, once: it sees only the "
                          "train split's real images, the same for every held-out family (default 0: off)")
+    ap.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
+                    help="longest side of the scan view the models learn on and are scored with "
+                         f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side})")
     ap.add_argument("--held-out-only", action="store_true",
                     help="only the leave-one-family-out models: no all-families model, in-distribution or "
                          "shortcut steps")
@@ -110,7 +114,7 @@ def main() -> None:
     cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment,
                       seed=a.seed, surprise_steps=a.surprise_steps)
     t0 = time.perf_counter()
-    everything = load_labelled(str(labels_path))
+    everything = load_labelled(str(labels_path), decode=DecodeConfig(view_max_side=a.view_size))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)
     blind_spot = (fit_blindspot([s.full for s in everything if s.split == "train" and s.label == 0], a.surprise_steps,
                                 a.seed) if a.surprise_steps else None)
@@ -125,7 +129,7 @@ def main() -> None:
         if held == "none" and a.weights:
             model = CompactModel.load(a.weights)
         else:
-            model = train(fit_set, cfg, {"version": f"without-{held}"}, blind_spot)
+            model = train(fit_set, cfg, {"version": f"without-{held}", "view_size": a.view_size}, blind_spot)
             calibrate(model, fit_set)
             if held != "none":  # kept, so that later figures need no retraining
                 model.save(out / f"without-{held}.safetensors")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
@@ -83,6 +84,12 @@ def _add_scan(sub) -> None:
     p.add_argument("--model", default=None,
                    help="weights / checkpoint: local path or s3://... (fetched once per node into "
                         "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights")
+    c = p.add_argument_group("compact backend")
+    c.add_argument("--prior", type=float, default=None, metavar="SHARE",
+                   help="the share of generated images you expect in this archive, e.g. 0.02: scores and "
+                        "verdicts become P(generated) at that share instead of the one the weights were "
+                        "calibrated on (about 0.6 for the default weights), so far fewer real photos are "
+                        "flagged; ranking is unchanged (default: the weights' own share)")
     g = p.add_argument_group("vlm backend")
     g.add_argument("--prompts", default=None, metavar="FILE",
                    help="prompt templates (JSON with version, scan, zoom; default: the shipped zoomin-prompts-v1)")
@@ -149,6 +156,14 @@ def cmd_scan(a) -> int:
     if a.rows_per_file is not None and a.rows_per_file < 1:
         print("zoomin scan: error: --rows-per-file must be at least 1", file=sys.stderr)
         return 2
+    if a.prior is not None and not 0 < a.prior < 1:
+        print("zoomin scan: error: --prior is a share of images: give a number between 0 and 1, e.g. 0.02",
+              file=sys.stderr)
+        return 2
+    if a.prior is not None and a.backend != "compact":
+        print(f"zoomin scan: error: --prior needs the compact backend's calibrated scores, not --backend {a.backend}",
+              file=sys.stderr)
+        return 2
     try:
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
                                 max_boxes=a.max_boxes,
@@ -158,6 +173,8 @@ def cmd_scan(a) -> int:
         options = {}
         if a.backend == "compact":
             options = {"max_boxes": a.max_boxes}
+            if a.prior is not None:
+                options["prior"] = a.prior
         elif a.backend == "vlm":
             options = {"max_boxes": a.max_boxes, "prompts": a.prompts, "keep_raw": a.keep_raw,
                        "max_new_tokens": a.max_new_tokens, "max_pixels": a.max_image_pixels,
@@ -171,6 +188,11 @@ def cmd_scan(a) -> int:
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress,
                        split_stages={"auto": None, "on": True, "off": False}[a.split_stages],
                        stall_s=a.stall_timeout, max_restarts=a.max_restarts)
+        if a.prior is not None and (a.model is None or Path(a.model).exists()):
+            # Weights without the share their scores carry would fail in every actor: say so here.
+            from zoomin_core.backends.compact import calibration_share
+            from zoomin_core.compact_model import DEFAULT_WEIGHTS, CompactModel
+            calibration_share(CompactModel.load(a.model or DEFAULT_WEIGHTS))
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest,
                            incremental=a.incremental, rescan=a.rescan)
@@ -279,6 +301,9 @@ def _add_train(sub) -> None:
                    help="also train a model of real photos alone for this many steps (1500 measured; about 6 "
                         "minutes on 2 cores): a second opinion for the zoom that was never shown a generated image, "
                         f"for generators unlike the training ones; see README (default {TrainConfig.surprise_steps}: off)")
+    p.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
+                   help="longest side of the reduced image the scan net learns on; scan with the same "
+                        f"--view-size (default {DecodeConfig.view_max_side})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -290,9 +315,10 @@ def cmd_train(a) -> int:
     if not (a.labels or a.real or a.generated):
         print("zoomin train: error: give LABELS and/or --real/--generated folders", file=sys.stderr)
         return 2
-    samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source))
+    samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source),
+                            decode=DecodeConfig(view_max_side=a.view_size))
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
-            "excluded_sources": a.exclude_source}
+            "excluded_sources": a.exclude_source, "view_size": a.view_size}
     model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
                                        pseudo=a.pseudo, augment=a.augment,
                                        surprise_steps=a.surprise_steps), meta)

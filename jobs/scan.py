@@ -62,7 +62,8 @@ def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) ->
         prompts = load_prompts(cfg.backend_options.get("prompts"))["version"]
     return {"src": f"manifest:{manifest}" if manifest else src, "backend": cfg.backend,
             "stages": cfg.examine.stages, "input_format": cfg.source.input_format,
-            "image_column": cfg.source.image_column, "model": cfg.model or "default", "prompt_version": prompts}
+            "image_column": cfg.source.image_column, "model": cfg.model or "default", "prompt_version": prompts,
+            "prior": cfg.backend_options.get("prior")}
 
 
 def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayConfig(),

@@ -67,3 +67,27 @@ def test_fit_boxes_picks_the_setting_that_recovers_the_regions():
         return max(iou(Box(b[0] * f, b[1] * f, b[2] * f, b[3] * f), Box(*s.boxes[0])) for b in proposals(prob, 4, p))
     assert all(best_iou(s, m, DEFAULT_BOXES) < 0.5 for s, m in zip(samples, maps))  # what it starts from
     assert all(best_iou(s, m, params) >= 0.5 for s, m in zip(samples, maps))
+
+
+def test_backend_warns_once_when_the_view_is_not_the_one_the_scan_learned(caplog):
+    import logging
+
+    from zoomin_core.backends.compact import CompactBackend
+    from zoomin_core.compact_model import CompactModel
+    from zoomin_core.records import View
+
+    backend = CompactBackend(CompactModel.new({"version": "t", "view_size": 1536}))
+    full = View(np.zeros((96, 128, 3), np.uint8), 1.0, 1.0)       # a 128 px image at full scale
+    with caplog.at_level(logging.WARNING, logger="zoomin_core.backends.compact"):
+        backend.scan([full])
+        assert not caplog.records
+        half = View(np.zeros((768, 1024, 3), np.uint8), 2.0, 2.0)  # a 2048 px image at half scale
+        backend.scan([half, half])
+    assert len(caplog.records) == 1 and "--view-size 1536" in caplog.text
+    legacy = CompactBackend(CompactModel.new({"version": "old"}))  # weights without a view size: 768
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zoomin_core.backends.compact"):
+        legacy.scan([View(np.zeros((576, 768, 3), np.uint8), 2.0, 2.0)])  # 1536 px at half scale
+        assert not caplog.records
+        legacy.scan([half])
+    assert len(caplog.records) == 1 and "--view-size 768" in caplog.text

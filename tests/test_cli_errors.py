@@ -64,3 +64,20 @@ def test_client_errors_are_explained_per_store_and_keep_no_secrets():
     assert not is_client_error(ValueError("a bug"))
     assert "AWS_ACCESS_KEY_ID" in explain(aws) and "GOOGLE_APPLICATION_CREDENTIALS" in explain(gcs)
     assert "abc123" not in explain(other, StorageConfig()) and "EndpointConnectionError" in explain(other)
+
+
+def test_prior_outside_zero_one_or_without_calibrated_scores_is_refused(tmp_path, capsys):
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(textured(40, 30)))
+    out = str(tmp_path / "out")
+    assert main(["scan", str(tmp_path / "a.jpg"), "--out", out, "--prior", "2", "--no-progress"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["scan", str(tmp_path / "a.jpg"), "--out", out, "--prior", "0.1", "--backend", "fake",
+                 "--no-progress"]) == 2
+    assert "compact backend" in capsys.readouterr().err
+    from zoomin_core.compact_model import CompactModel
+    CompactModel.new({"version": "old"}).save(tmp_path / "old.safetensors")
+    assert main(["scan", str(tmp_path / "a.jpg"), "--out", out, "--prior", "0.1", "--no-progress",
+                 "--model", str(tmp_path / "old.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "calibrated on" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

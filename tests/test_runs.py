@@ -150,6 +150,11 @@ def test_model_change_is_reported(ray_local, tmp_path, capsys):
     assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--model", str(other)]) == 0
     printed = capsys.readouterr().out
     assert "--model changed since the last run" in printed and "1 new" in printed
+    _images(src, 1, start=3)
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--model", str(other),
+                 "--prior", "0.05"]) == 0
+    printed = capsys.readouterr().out
+    assert "--prior changed since the last run (None -> 0.05)" in printed and "1 new" in printed
 
 
 def test_manifest_cannot_reach_outside_its_roots(tmp_path):

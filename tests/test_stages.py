@@ -98,3 +98,35 @@ def test_fusion_reads_its_product_term_and_older_two_weight_files():
     assert backend.fuse(0.7, 0.2) == pytest.approx(1 / (1 + math.exp(-(0.5 * f + 1.5 * z + 0.25 * f * z - 0.1))))
     backend.model.meta["fusion"] = [0.5, 1.5, -0.1]
     assert backend.fuse(0.7, 0.2) == pytest.approx(1 / (1 + math.exp(-(0.5 * f + 1.5 * z - 0.1))))
+
+
+def test_prior_moves_every_score_by_the_odds_of_the_two_shares_and_keeps_their_order():
+    """--prior P: P(generated) in an archive with a share P of generated images. Bayes' rule on
+    the odds, from the share the weights were calibrated on; first look and final alike."""
+    import math
+    samples = Path(__file__).resolve().parents[1] / "jobs" / "samples"
+    inputs = [i for i in _inputs(samples) if i.uri.endswith(".jpg") and "broken" not in i.uri]
+    base = run_chain(load_backend("compact"), inputs)
+    share = load_backend("compact").model.meta["calib_generated_share"]
+    assert 0.5 < share < 0.7  # v7's calib split: 238 generated of 388
+    same = run_chain(load_backend("compact", prior=share), inputs)
+    assert [r.score for r in same] == pytest.approx([r.score for r in base], abs=1e-9)
+    low = run_chain(load_backend("compact", prior=0.02), inputs)
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    shift = logit(0.02) - logit(share)
+    for b, r in zip(base, low):
+        assert r.status == b.status == "ok"
+        assert logit(r.score) - logit(b.score) == pytest.approx(shift, abs=1e-6)
+        assert logit(r.initial_score) - logit(b.initial_score) == pytest.approx(shift, abs=1e-6)
+        assert r.verdict == ("generated" if r.score >= 0.5 else "real")
+        assert [x.score for x in r.boxes] == [x.score for x in b.boxes]  # region scores are per crop
+    assert sorted(range(len(base)), key=lambda i: base[i].score) == sorted(range(len(low)), key=lambda i: low[i].score)
+    assert sum(r.verdict == "generated" for r in low) < sum(r.verdict == "generated" for r in base)
+
+
+def test_prior_needs_weights_that_record_their_calibration_share():
+    from zoomin_core.backends.compact import CompactBackend
+    from zoomin_core.compact_model import CompactModel
+    with pytest.raises(ValueError, match="share of generated images they were calibrated on"):
+        CompactBackend(CompactModel.new({"version": "old"}), prior=0.1)
+    assert CompactBackend(CompactModel.new({"version": "old"})).shift == 0.0

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .backends.compact import CompactBackend
 from . import surprise
 from .compact_model import DEFAULT_BOXES, CompactModel, fusion_features, pool_logits, proposals, to_tensor
-from .decode import prepare
+from .decode import DecodeConfig, prepare
 from .evaluate import Item, metrics
 from .geometry import iou
 from .records import Box, ImageInput, ResultRow, View
@@ -104,10 +104,13 @@ def run_samples(model: CompactModel, samples: list[Sample], stages: str = "scan,
                 batch: int = 16) -> list[ResultRow]:
     """The samples through the same chain the job runs (in this process)."""
     backend = CompactBackend(model=model)
+    # Views as large as the scan net learned on (`zoomin train --view-size`), like `zoomin scan
+    # --view-size` does.
+    cfg = ExamineConfig(stages=stages, decode=DecodeConfig(view_max_side=backend.view_size))
     rows: list[ResultRow] = []
     for i in range(0, len(samples), batch):
-        chunk = [prepare(ImageInput(s.file, s.data)) for s in samples[i:i + batch]]
-        rows.extend(examine(backend, chunk, ExamineConfig(stages=stages)))
+        chunk = [prepare(ImageInput(s.file, s.data), cfg.decode) for s in samples[i:i + batch]]
+        rows.extend(examine(backend, chunk, cfg))
     return rows
 
 
@@ -140,6 +143,7 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
     crop = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
     model.meta["fusion"] = fit_logistic(fusion_features(first, crop), labels)
     model.meta["calib_images"] = len(calib)
+    model.meta["calib_generated_share"] = round(float(labels.mean()), 4)  # the prior the scores carry
 
 
 def validate(model: CompactModel, samples: list[Sample]) -> dict:

@@ -124,6 +124,8 @@ def load_labelled(labels: Optional[str] = None, real_dir: Optional[str] = None,
         except DecodeError as e:  # the view decoded, the full image did not (e.g. truncated)
             log.warning("train: skipping %s (%s)", r["path"], e.message)
             continue
+        if full is not None and full.shape == p.view.pixels.shape and np.array_equal(full, p.view.pixels):
+            full = p.view.pixels  # a view as large as the image: one copy in memory, not two
         samples.append(Sample(str(r["path"]), int(r["label"] == "generated"), r.get("kind", ""),
                               r.get("source", ""), split, r.get("boxes") or [], data, p.view.pixels,
                               p.width, p.height, full))

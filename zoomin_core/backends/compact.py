@@ -5,6 +5,7 @@ zoom: ZoomNet over each full-resolution crop -> region scores; image score = the
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import Optional, Sequence
 
@@ -14,14 +15,18 @@ import torch
 from .. import rationale, surprise
 from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fusion_features, pool_logits,
                              proposals, to_tensor)
+from ..decode import DecodeConfig
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
+
+log = logging.getLogger(__name__)
 
 
 class CompactBackend:
     name = "compact"
 
     def __init__(self, model=None, max_boxes: int = 4, threshold: float = 0.5,
-                 max_crop_side: int = 256, threads: Optional[int] = None, device: str = "cpu"):
+                 max_crop_side: int = 256, threads: Optional[int] = None, device: str = "cpu",
+                 prior: Optional[float] = None):
         # max_crop_side: the zoom classifier reads at most this many native pixels per side of a
         # crop (the centre); larger regions are sampled, never shrunk, so fine traces survive.
         if threads:
@@ -41,6 +46,15 @@ class CompactBackend:
         self.max_crop_side = max_crop_side
         self.reference = self.model.meta.get("real_cues", {})
         self.boxes = self.model.meta.get("boxes")  # map -> boxes settings fitted by `zoomin train`
+        # The view size the scan net learned on (`zoomin train --view-size`; older weights: the default).
+        self.view_size = int(self.model.meta.get("view_size", DecodeConfig.view_max_side))
+        self._warned_view = False
+        # --prior: scores for an archive where this share of images is generated. The scores are
+        # calibrated on the calib split, whose share is the weights' own (about 0.6 for synth
+        # sets); Bayes' rule moves their odds by the ratio of the two shares.
+        self.shift = 0.0
+        if prior is not None:
+            self.shift = _logit(prior) - _logit(calibration_share(self.model))
 
     @property
     def model_id(self) -> str:
@@ -66,14 +80,28 @@ class CompactBackend:
         a, b = self.model.meta.get("scan_calibration", (1.0, 0.0))
         return [1.0 / (1.0 + np.exp(-(a * m + b))) for m in self.scan_logits(views)]
 
+    def _check_view(self, v: View) -> None:
+        """Warn once when views are not reduced the way the scan net learned: a net trained on
+        half-scale views sees other traces at full scale (and the other way round)."""
+        w, h = v.size
+        longest = max(round(w * v.scale_x), round(h * v.scale_y))
+        if self._warned_view or abs(max(w, h) - min(longest, self.view_size)) <= 1:
+            return
+        self._warned_view = True
+        log.warning("compact/%s: the scan net learned on views of at most %d px a side, this job's view is "
+                    "%dx%d for a %d px image; run with --view-size %d", self.model.version, self.view_size,
+                    w, h, longest, self.view_size)
+
     def scan(self, views: Sequence[View]) -> list[ScanResult]:
         out = []
+        for v in views:
+            self._check_view(v)
         for v, prob in zip(views, self.suspicion_maps(views)):
             h, w = v.pixels.shape[:2]
             boxes = tuple(
                 Box(x1 * SCAN_STRIDE, y1 * SCAN_STRIDE, min(w, x2 * SCAN_STRIDE), min(h, y2 * SCAN_STRIDE), s)
                 for x1, y1, x2, y2, s in proposals(prob, self.max_boxes, self.boxes))
-            score = float(prob.max())
+            score = _shifted(float(prob.max()), self.shift)
             verdict = GENERATED if score >= self.threshold else REAL
             out.append(ScanResult(boxes, verdict, score, rationale.scan_explanation(boxes, score, verdict)))
         return out
@@ -132,10 +160,32 @@ class CompactBackend:
         at = 0
         for view, crops, scan in items:
             scores, at = flat[at:at + len(crops)], at + len(crops)
-            score = self.fuse(scan.initial_score, max(scores)) if scores else scan.initial_score
+            # The fusion was fitted on calib-share scores: it reads the first look unshifted.
+            score = (_shifted(self.fuse(_shifted(scan.initial_score, -self.shift), max(scores)), self.shift)
+                     if scores else scan.initial_score)
             verdict = GENERATED if score >= self.threshold else REAL
             regions = [(c.box, s, rationale.measure(self._window(c.pixels))) for c, s in zip(crops, scores)]
             text = rationale.zoom_rationale(regions, verdict, score, scan.initial_verdict,
                                             scan.initial_score, self.reference)
             out.append(Verdict(verdict, score, text, tuple(scores)))
         return out
+
+
+def calibration_share(model: CompactModel) -> float:
+    """Share of generated images in the split the weights' scores were calibrated on."""
+    share = model.meta.get("calib_generated_share")
+    if share is None:
+        raise ValueError(f"compact/{model.version}: these weights do not record the share of generated images "
+                         "they were calibrated on, which --prior needs; calibrate them again with this version's "
+                         "`zoomin train`")
+    return float(share)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return float(np.log(p / (1 - p)))
+
+
+def _shifted(p: float, shift: float) -> float:
+    """p with its log-odds moved by `shift` (p itself, to the bit, when there is no shift)."""
+    return p if shift == 0.0 else float(1.0 / (1.0 + np.exp(-(_logit(p) + shift))))
