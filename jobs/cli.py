@@ -108,7 +108,8 @@ def _add_scan(sub) -> None:
     p.add_argument("--min-crop-side", type=int, default=64,
                    help="smallest crop side in original pixels (default 64)")
     p.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
-                   help=f"longest side of the reduced image the scan looks at (default {DecodeConfig.view_max_side})")
+                   help="longest side of the reduced image the scan looks at; keep the size the weights learned on "
+                        f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side}, as the bundled weights)")
     p.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels,
                    help=f"refuse images larger than this many pixels as too_large (default {DecodeConfig.max_pixels:,})")
     p.add_argument("--max-bytes", type=int, default=512 * 1024 * 1024,
