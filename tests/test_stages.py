@@ -129,4 +129,6 @@ def test_prior_needs_weights_that_record_their_calibration_share():
     from zoomin_core.compact_model import CompactModel
     with pytest.raises(ValueError, match="share of generated images they were calibrated on"):
         CompactBackend(CompactModel.new({"version": "old"}), prior=0.1)
+    with pytest.raises(ValueError, match="all of one label"):
+        CompactBackend(CompactModel.new({"version": "reals", "calib_generated_share": 0.0}), prior=0.1)
     assert CompactBackend(CompactModel.new({"version": "old"})).shift == 0.0

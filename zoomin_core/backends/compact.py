@@ -178,6 +178,9 @@ def calibration_share(model: CompactModel) -> float:
         raise ValueError(f"compact/{model.version}: these weights do not record the share of generated images "
                          "they were calibrated on, which --prior needs; calibrate them again with this version's "
                          "`zoomin train`")
+    if not 0 < share < 1:  # a calib split of one class: its scores carry no usable prior
+        raise ValueError(f"compact/{model.version}: calibrated on a split whose images were all of one "
+                         f"label (share of generated {share}); --prior cannot move such scores")
     return float(share)
 
 
