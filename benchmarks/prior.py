@@ -22,11 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.evaluate import join, read_labels  # noqa: E402
 from jobs.sinks import read_results  # noqa: E402
-from zoomin_core.compact_model import DEFAULT_WEIGHTS, CompactModel  # noqa: E402
-
-
-def logit(p: float) -> float:
-    return math.log(p / (1 - p))
+from zoomin_core.compact_model import DEFAULT_WEIGHTS, CompactModel, logit  # noqa: E402
 
 
 def main() -> int:
@@ -52,7 +48,7 @@ def main() -> int:
     head = ["prior", "threshold", "real called real"] + [f"{k} called generated" for k in kinds]
     print(" | ".join(head) + " | precision at that prior")
     for prior in [share] + [float(p) for p in a.priors.split(",")]:
-        t = 1 / (1 + math.exp(-(logit(share) - logit(prior))))
+        t = 1 / (1 + math.exp(-(logit(share, 1e-9) - logit(prior, 1e-9))))
         fpr = sum(s >= t for s in real) / len(real)
         gen = [it for it in items if it.label]
         tpr = sum(it.score >= t for it in gen) / len(gen)

@@ -71,10 +71,11 @@ def pool_logits(logit_map: torch.Tensor) -> torch.Tensor:
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
-def logit(p):
-    """log(p / (1 - p)) with p clipped to [1e-4, 1 - 1e-4]: the calibration features stay within
-    +-9.2, so one saturated crop score cannot dominate a linear fit. Scalars or arrays."""
-    p = np.clip(p, 1e-4, 1 - 1e-4)
+def logit(p, eps: float = 1e-4):
+    """log(p / (1 - p)) with p clipped to [eps, 1 - eps]. The default keeps the calibration
+    features within +-9.2, so one saturated crop score cannot dominate a linear fit. Scalars or
+    arrays."""
+    p = np.clip(p, eps, 1 - eps)
     return np.log(p / (1 - p))
 
 

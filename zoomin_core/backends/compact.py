@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import rationale, surprise
-from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fusion_features, pool_logits,
+from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fusion_features, logit, pool_logits,
                              proposals, to_tensor)
 from ..decode import DecodeConfig
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
@@ -54,7 +54,7 @@ class CompactBackend:
         # sets); Bayes' rule moves their odds by the ratio of the two shares.
         self.shift = 0.0
         if prior is not None:
-            self.shift = _logit(prior) - _logit(calibration_share(self.model))
+            self.shift = float(logit(prior, 1e-9) - logit(calibration_share(self.model), 1e-9))
 
     @property
     def model_id(self) -> str:
@@ -94,9 +94,8 @@ class CompactBackend:
 
     def scan(self, views: Sequence[View]) -> list[ScanResult]:
         out = []
-        for v in views:
-            self._check_view(v)
         for v, prob in zip(views, self.suspicion_maps(views)):
+            self._check_view(v)
             h, w = v.pixels.shape[:2]
             boxes = tuple(
                 Box(x1 * SCAN_STRIDE, y1 * SCAN_STRIDE, min(w, x2 * SCAN_STRIDE), min(h, y2 * SCAN_STRIDE), s)
@@ -184,11 +183,7 @@ def calibration_share(model: CompactModel) -> float:
     return float(share)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return float(np.log(p / (1 - p)))
-
-
 def _shifted(p: float, shift: float) -> float:
-    """p with its log-odds moved by `shift` (p itself, to the bit, when there is no shift)."""
-    return p if shift == 0.0 else float(1.0 / (1.0 + np.exp(-(_logit(p) + shift))))
+    """p with its log-odds moved by `shift` (p itself, to the bit, when there is no shift). Clipped
+    far less than the calibration features are, so that moving a score and moving it back return it."""
+    return p if shift == 0.0 else float(1.0 / (1.0 + np.exp(-(logit(p, 1e-9) + shift))))
