@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
                     help="longest side of the scan view the models learn on and are scored with "
                          f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side})")
+    ap.add_argument("--residual", choices=("plain", "local"), default=TrainConfig.residual,
+                    help="what both nets see (zoomin train --residual)")
     ap.add_argument("--held-out-only", action="store_true",
                     help="only the leave-one-family-out models: no all-families model, in-distribution or "
                          "shortcut steps")
@@ -112,7 +114,7 @@ def main() -> None:
     if not labels_path.exists():
         synthesize(data, SynthConfig())
     cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment,
-                      seed=a.seed, surprise_steps=a.surprise_steps)
+                      seed=a.seed, surprise_steps=a.surprise_steps, residual=a.residual)
     t0 = time.perf_counter()
     everything = load_labelled(str(labels_path), decode=DecodeConfig(view_max_side=a.view_size))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)

@@ -22,6 +22,7 @@ from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
 from zoomin_core.generators import DEFAULT_FAMILIES, FAMILIES
 from zoomin_core.synth import SynthConfig
+from zoomin_core.compact_model import RESIDUALS
 from zoomin_core.train import TrainConfig
 from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
 
@@ -305,6 +306,9 @@ def _add_train(sub) -> None:
     p.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
                    help="longest side of the reduced image the scan net learns on; scan with the same "
                         f"--view-size (default {DecodeConfig.view_max_side})")
+    p.add_argument("--residual", choices=RESIDUALS, default=TrainConfig.residual,
+                   help="what both nets see: 'plain', the high-pass residual, or 'local', that residual divided by "
+                        f"its RMS over the surrounding 9x9 pixels (see README; default {TrainConfig.residual})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -322,7 +326,7 @@ def cmd_train(a) -> int:
             "excluded_sources": a.exclude_source, "view_size": a.view_size}
     model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
                                        pseudo=a.pseudo, augment=a.augment,
-                                       surprise_steps=a.surprise_steps), meta)
+                                       surprise_steps=a.surprise_steps, residual=a.residual), meta)
     calibrate(model, samples)
     model.meta["validation"] = validate(model, samples)
     model.save(a.out)

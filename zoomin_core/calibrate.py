@@ -27,6 +27,8 @@ from .train import Sample
 
 log = logging.getLogger(__name__)
 
+MIN_CALIB_PER_LABEL = 50   # below this many real or generated calib images, `zoomin train` warns
+
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray) -> list[float]:
     """Logistic regression of the label on the feature columns: [w_1, ..., w_k, bias]."""
@@ -126,6 +128,13 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
         log.warning("no 'calib' split: calibrating on the training split (scores will be over-confident)")
         calib = [s for s in samples if s.split == "train"]
     labels = np.array([s.label for s in calib])
+    n_gen = int(labels.sum())
+    if min(n_gen, len(labels) - n_gen) < MIN_CALIB_PER_LABEL:
+        # Six parameters fitted on a handful of images move a lot from one draw to the next (at
+        # 150 images in all, visibly between two random splits of the synthetic set).
+        log.warning("the calib split holds %d real and %d generated images: scores calibrated on so few are "
+                    "unreliable; give it at least %d of each (with --real/--generated folders, 1 file in 10 "
+                    "calibrates)", len(labels) - n_gen, n_gen, MIN_CALIB_PER_LABEL)
     for key in ("scan_calibration", "fusion", "boxes", "surprise"):
         model.meta.pop(key, None)
     model.meta["threshold"] = 0.5

@@ -24,12 +24,34 @@ SCAN_STRIDE = 8
 ZOOM_STRIDE = 4
 
 
+# What the nets see (weights record it as meta["residual"]): "plain", the high-pass residual;
+# "local", that residual divided by its own RMS over the surrounding 9x9 pixels (all channels).
+RESIDUALS = ("plain", "local")
+LOCAL_WINDOW = 9
+LOCAL_FLOOR = 0.03   # ~1 grey level of RMS (in the x8 units below): flatter areas are not amplified
+
+
 class HighPass(nn.Module):
-    """x - mean3x3(x), scaled: a fixed, parameter-free residual filter."""
+    """x - mean3x3(x), scaled: a fixed, parameter-free residual filter. With `local`, each pixel's
+    residual is divided by the residual's RMS around it: what is left is the residual's structure
+    (grain, correlation between neighbours, periodicity) at any level of detail. A smooth area of a
+    photo (defocus, a wall) then looks as much like a camera as a textured one, where the plain
+    residual shows it as "little detail", the trace the smoothing generator families leave."""
+
+    def __init__(self, local: bool = False):
+        super().__init__()
+        self.local = local
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1]
         blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        return (x - blur) * 8.0
+        r = (x - blur) * 8.0
+        if not self.local:
+            return r
+        k, n = LOCAL_WINDOW // 2, LOCAL_WINDOW
+        energy = F.pad((r * r).mean(1, keepdim=True), (k, k, k, k), mode="replicate")
+        # the 9x9 mean as a 1x9 then a 9x1 one: the same to 1e-6, 2.5x faster on a 768 px view
+        energy = F.avg_pool2d(F.avg_pool2d(energy, (1, n), stride=1), (n, 1), stride=1)
+        return r / torch.sqrt(energy + LOCAL_FLOOR ** 2)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -40,9 +62,9 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ScanNet(nn.Module):
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, residual: str = "plain"):
         super().__init__()
-        self.hp = HighPass()
+        self.hp = HighPass(local=residual == "local")
         self.body = nn.Sequential(_conv(3, 16), _conv(16, width, 2), _conv(width, width, 2),
                                   _conv(width, width, 2), _conv(width, width))
         self.head = nn.Conv2d(width, 1, 1)
@@ -52,9 +74,9 @@ class ScanNet(nn.Module):
 
 
 class ZoomNet(nn.Module):
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, residual: str = "plain"):
         super().__init__()
-        self.hp = HighPass()
+        self.hp = HighPass(local=residual == "local")
         self.body = nn.Sequential(_conv(3, 16), _conv(16, 16), _conv(16, width, 2),
                                   _conv(width, width), _conv(width, width, 2), _conv(width, width))
         self.head = nn.Conv2d(width, 1, 1)
@@ -126,7 +148,11 @@ class CompactModel:
 
     @staticmethod
     def new(meta: dict | None = None) -> "CompactModel":
-        return CompactModel(ScanNet(), ZoomNet(), dict(meta or {}))
+        meta = dict(meta or {})
+        residual = meta.get("residual", "plain")
+        if residual not in RESIDUALS:
+            raise ValueError(f"unknown residual {residual!r} in the weights' metadata (known: {', '.join(RESIDUALS)})")
+        return CompactModel(ScanNet(residual=residual), ZoomNet(residual=residual), meta)
 
     @staticmethod
     def load(path: str | Path) -> "CompactModel":

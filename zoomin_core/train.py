@@ -82,6 +82,9 @@ class TrainConfig:
     # Steps of the real-photo model (surprise.py), a second opinion for the zoom trained on the
     # train split's real images only; 0 leaves it out.
     surprise_steps: int = 0
+    # What both nets see: "plain" high-pass residual, or "local" (that residual over its local RMS;
+    # compact_model.HighPass).
+    residual: str = "plain"
 
 
 def _records(labels: Optional[str], real_dir: Optional[str], generated_dir: Optional[str]) -> list[dict]:
@@ -262,7 +265,7 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
     if cfg.pseudo > 0:
         reals = [s for s in train_set if s.label == 0]
         train_set = train_set + pseudo_samples(reals, round(cfg.pseudo * len(reals)), rng)
-    model = CompactModel.new(meta)
+    model = CompactModel.new({**(meta or {}), "residual": cfg.residual})
 
     def scan_batch():  # per-cell P(generated) on reduced views
         pairs = [_view_crop(train_set[rng.integers(len(train_set))], cfg.view_crop, rng)
