@@ -29,7 +29,7 @@ import numpy as np
 
 from jobs.evaluate import format_report, run_evaluate
 from zoomin_core.calibrate import calibrate, run_samples
-from zoomin_core.compact_model import CompactModel
+from zoomin_core.compact_model import RESIDUALS, CompactModel
 from zoomin_core.decode import DecodeConfig
 from zoomin_core.evaluate import roc_auc
 from zoomin_core.generators import FAMILIES
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
                     help="longest side of the scan view the models learn on and are scored with "
                          f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side})")
-    ap.add_argument("--residual", choices=("plain", "local"), default=TrainConfig.residual,
+    ap.add_argument("--residual", choices=RESIDUALS, default=TrainConfig.residual,
                     help="what both nets see (zoomin train --residual)")
     ap.add_argument("--held-out-only", action="store_true",
                     help="only the leave-one-family-out models: no all-families model, in-distribution or "
