@@ -31,7 +31,8 @@ def test_local_residual_does_not_amplify_a_flat_area():
 def test_weights_remember_the_residual_and_refuse_an_unknown_one(tmp_path):
     torch.manual_seed(0)
     model = CompactModel.new({"version": "t", "residual": "local"})
-    model.scan.eval(), model.zoom.eval()
+    model.scan.eval()
+    model.zoom.eval()
     path = tmp_path / "w.safetensors"
     model.save(path)
     loaded = CompactModel.load(path)
