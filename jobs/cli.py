@@ -309,7 +309,32 @@ def _add_train(sub) -> None:
     p.add_argument("--residual", choices=RESIDUALS, default=TrainConfig.residual,
                    help="what both nets see: 'plain', the high-pass residual, or 'local', that residual divided by "
                         f"its RMS over the surrounding 9x9 pixels (see README; default {TrainConfig.residual})")
+    p.add_argument("--device", default="auto",
+                   help="where the networks learn: 'cpu', 'cuda' or 'cuda:N'; 'auto' takes the first GPU torch sees, "
+                        "else the CPU. Calibration and validation run on the CPU either way, as a scan on CPU nodes "
+                        "would score (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _train_device(name: str) -> str:
+    """--device -> a torch device string; ValueError with a message a user can act on."""
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r} is not a device name ('auto', 'cpu', 'cuda', 'cuda:N')") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: only 'cpu' and CUDA GPUs are supported")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"--device {name!r}, but torch sees no CUDA GPU here (torch {torch.__version__}"
+                             f"{'' if torch.version.cuda else ', a CPU-only build'}); use --device cpu")
+        if (dev.index or 0) >= count:
+            raise ValueError(f"--device {name!r}, but torch sees {count} GPU(s)")
+    return str(dev)
 
 
 def cmd_train(a) -> int:
@@ -320,13 +345,19 @@ def cmd_train(a) -> int:
     if not (a.labels or a.real or a.generated):
         print("zoomin train: error: give LABELS and/or --real/--generated folders", file=sys.stderr)
         return 2
+    try:
+        device = _train_device(a.device)
+    except ValueError as e:
+        print(f"zoomin train: error: {e}", file=sys.stderr)
+        return 2
     samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source),
                             decode=DecodeConfig(view_max_side=a.view_size))
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
             "excluded_sources": a.exclude_source, "view_size": a.view_size}
     model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
                                        pseudo=a.pseudo, augment=a.augment,
-                                       surprise_steps=a.surprise_steps, residual=a.residual), meta)
+                                       surprise_steps=a.surprise_steps, residual=a.residual), meta,
+                  device=device)
     calibrate(model, samples)
     model.meta["validation"] = validate(model, samples)
     model.save(a.out)

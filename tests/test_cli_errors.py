@@ -81,3 +81,13 @@ def test_prior_outside_zero_one_or_without_calibrated_scores_is_refused(tmp_path
     err = capsys.readouterr().err
     assert "calibrated on" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_device_that_is_not_there_is_refused_before_loading(tmp_path, capsys):
+    import torch
+    labels = str(tmp_path / "none.jsonl")  # never read: the device is checked first
+    for device, words in (("banana", "not a device name"), ("mps", "only 'cpu' and CUDA GPUs")) + (
+            () if torch.cuda.is_available() else (("cuda", "torch sees no CUDA GPU here"),)):
+        assert main(["train", labels, "--out", str(tmp_path / "w.safetensors"), "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("zoomin train: error: --device") and words in err and "Traceback" not in err

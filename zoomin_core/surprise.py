@@ -90,7 +90,8 @@ def region_windows(samples, size: int = 256, per_image: int = 2, seed: int = 0) 
     return out
 
 
-def fit_blindspot(real_pixels: list[np.ndarray], steps: int, seed: int, lr: float = 2e-3) -> BlindSpot:
+def fit_blindspot(real_pixels: list[np.ndarray], steps: int, seed: int, lr: float = 2e-3,
+                  device: str = "cpu") -> BlindSpot:
     """Train on 96 px patches of real images (uint8 H x W x 3). Its own random streams, so that
     adding it leaves every other part of a training run as it was."""
     from .train import _batch, _fit
@@ -106,11 +107,11 @@ def fit_blindspot(real_pixels: list[np.ndarray], steps: int, seed: int, lr: floa
         y, x = rng.integers(p.shape[0] - 95), rng.integers(p.shape[1] - 95)
         return p[y:y + 96, x:x + 96]
 
-    net = BlindSpot()
+    net = BlindSpot().to(device)
     _fit(net, steps, lr, lambda: (_batch([patch() for _ in range(16)]), None),
          lambda out, _: out[0][..., 3:-3, 3:-3].mean(), "blind-spot")
     torch.random.set_rng_state(state)
-    return net.eval()
+    return net.cpu().eval()
 
 
 def head_logits(stats: np.ndarray, head: dict) -> np.ndarray:

@@ -141,33 +141,41 @@ def _batch(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
-def _view_mask(s: Sample) -> np.ndarray:
-    """Fraction of each view pixel that is generated (boxes scaled to the view)."""
+def _view_mask(s: Sample, y0: int = 0, x0: int = 0, h: Optional[int] = None, w: Optional[int] = None) -> np.ndarray:
+    """Fraction of each view pixel that is generated (boxes scaled to the view), in the window of
+    h x w view pixels at (y0, x0) (default: the whole view)."""
     vh, vw = s.view.shape[:2]
-    m = np.zeros((vh, vw), np.float32)
+    h, w = vh - y0 if h is None else h, vw - x0 if w is None else w
+    m = np.zeros((h, w), np.float32)
     sx, sy = vw / s.width, vh / s.height
     for x1, y1, x2, y2 in s.regions():
-        m[int(y1 * sy):int(np.ceil(y2 * sy)), int(x1 * sx):int(np.ceil(x2 * sx))] = 1.0
+        r1, r2 = max(int(y1 * sy) - y0, 0), min(int(np.ceil(y2 * sy)) - y0, h)
+        c1, c2 = max(int(x1 * sx) - x0, 0), min(int(np.ceil(x2 * sx)) - x0, w)
+        if r2 > r1 and c2 > c1:
+            m[r1:r2, c1:c2] = 1.0
     return m
 
 
 def _view_crop(s: Sample, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random size x size crop of the view (edge-padded if smaller) and its per-cell target.
     Half the crops of a regional fake are centred on one of its regions: they are small."""
-    m = _view_mask(s)
-    vh, vw = m.shape
+    vh, vw = s.view.shape[:2]
     ph, pw = max(0, size - vh), max(0, size - vw)
-    view = np.pad(s.view, ((0, ph), (0, pw), (0, 0)), mode="edge")
-    m = np.pad(m, ((0, ph), (0, pw)), mode="edge")
+    H, W = vh + ph, vw + pw
     if s.boxes and rng.random() < 0.5:
         x1, y1, x2, y2 = s.boxes[rng.integers(len(s.boxes))]
         cy, cx = (y1 + y2) / 2 * vh / s.height, (x1 + x2) / 2 * vw / s.width
-        y = int(np.clip(cy - size / 2 + rng.integers(-size // 4, size // 4 + 1), 0, view.shape[0] - size))
-        x = int(np.clip(cx - size / 2 + rng.integers(-size // 4, size // 4 + 1), 0, view.shape[1] - size))
+        y = int(np.clip(cy - size / 2 + rng.integers(-size // 4, size // 4 + 1), 0, H - size))
+        x = int(np.clip(cx - size / 2 + rng.integers(-size // 4, size // 4 + 1), 0, W - size))
     else:
-        y, x = rng.integers(view.shape[0] - size + 1), rng.integers(view.shape[1] - size + 1)
+        y, x = rng.integers(H - size + 1), rng.integers(W - size + 1)
     y, x = y // SCAN_STRIDE * SCAN_STRIDE, x // SCAN_STRIDE * SCAN_STRIDE
-    crop, mc = view[y:y + size, x:x + size], m[y:y + size, x:x + size]
+    if ph or pw:  # a view smaller than the crop: pad it whole (rare, and small)
+        view = np.pad(s.view, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        m = np.pad(_view_mask(s), ((0, ph), (0, pw)), mode="edge")
+        crop, mc = view[y:y + size, x:x + size], m[y:y + size, x:x + size]
+    else:  # only the window: a copy of the whole view per crop was a tenth of a CPU step
+        crop, mc = s.view[y:y + size, x:x + size], _view_mask(s, y, x, size, size)
     cells = mc.reshape(size // SCAN_STRIDE, SCAN_STRIDE, size // SCAN_STRIDE, SCAN_STRIDE).mean(axis=(1, 3))
     return crop, cells
 
@@ -209,32 +217,50 @@ def _patch(samples: list[Sample], positive: bool, size: int, rng: np.random.Gene
     raise RuntimeError("could not sample a training patch; is the labelled set too small?")
 
 
-def _fit(net: torch.nn.Module, steps: int, lr: float, make_batch, loss_fn, name: str) -> None:
+def _fit(net: torch.nn.Module, steps: int, lr: float, make_batch, loss_fn, name: str) -> dict:
+    """AdamW with a one-cycle schedule. Batches are made on the CPU and go wherever the net is.
+    Returns the seconds spent in all and making batches."""
+    device = next(net.parameters()).device
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # One-cycle: a tenth of the steps warming up. Its warm-up must span at least one step (10
+    # steps at a tenth divide by zero inside torch); under 3 steps, a constant rate.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps)) \
+        if steps >= 3 else None
     net.train()
+    t0, t_batches = time.perf_counter(), 0.0
     for step in range(steps):
+        tb = time.perf_counter()
         x, y = make_batch()
+        t_batches += time.perf_counter() - tb
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True) if y is not None else None
         loss = loss_fn(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         if step % 100 == 0 or step == steps - 1:
             log.info("%s step %d/%d loss %.4f", name, step + 1, steps, loss.item())
+    # On a GPU the batches made on the CPU can be most of the time: say how much.
+    seconds = time.perf_counter() - t0
+    log.info("%s: %d steps in %.1f s on %s, %.0f%% of it making batches", name, steps, seconds, device,
+             100 * t_batches / max(seconds, 1e-9))
     net.eval()
+    return {"steps": steps, "seconds": round(seconds, 2), "batch_seconds": round(t_batches, 2)}
 
 
 @torch.inference_mode()
 def _mark_hard_negatives(model: CompactModel, reals: list[Sample], k: int = 3) -> None:
     """Record, for each real training image, the k areas the trained scan finds most suspicious
     (original pixels): the zoom is trained to clear them."""
+    device = next(model.scan.parameters()).device
     for s in reals:
-        prob = torch.sigmoid(model.scan(to_tensor(s.view)))[0].numpy()
+        prob = torch.sigmoid(model.scan(to_tensor(s.view).to(device)))[0].cpu().numpy()
         s.hard = s.cells_to_pixels(peaks(prob, k, threshold=0.0))
 
 
-def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng: np.random.Generator) -> None:
+def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng: np.random.Generator) -> dict:
     """Train model.zoom on native-resolution patches of `train_set`, half inside generated regions
     and half outside any, the hard negatives taken where model.scan (already trained) looks first
     in real images. Separate from `train` so that a zoom net can be trained again on a kept scan
@@ -247,15 +273,16 @@ def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng
         return _batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
                        for positive in (True, False) for _ in range(half)]), labels
 
-    _fit(model.zoom, cfg.zoom_steps, cfg.lr, zoom_batch,
-         lambda out, y: F.binary_cross_entropy_with_logits(pool_logits(out), y), "zoom")
+    return _fit(model.zoom, cfg.zoom_steps, cfg.lr, zoom_batch,
+                lambda out, y: F.binary_cross_entropy_with_logits(pool_logits(out), y), "zoom")
 
 
 def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optional[dict] = None,
-          blind_spot: Optional[torch.nn.Module] = None) -> CompactModel:
+          blind_spot: Optional[torch.nn.Module] = None, device: str = "cpu") -> CompactModel:
     """The scan net, then the zoom net on its hard negatives, then (cfg.surprise_steps) the
     real-photo model - or `blind_spot`, one already trained on the same real images (it sees
-    no generated image, so held-out-family runs can share it)."""
+    no generated image, so held-out-family runs can share it). The nets learn on `device` ("cpu",
+    "cuda", "cuda:1"); the model comes back on the CPU, like a loaded one."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_set = [s for s in samples if s.split == "train"]
@@ -266,6 +293,8 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
         reals = [s for s in train_set if s.label == 0]
         train_set = train_set + pseudo_samples(reals, round(cfg.pseudo * len(reals)), rng)
     model = CompactModel.new({**(meta or {}), "residual": cfg.residual})
+    model.scan.to(device)
+    model.zoom.to(device)
 
     def scan_batch():  # per-cell P(generated) on reduced views
         pairs = [_view_crop(train_set[rng.integers(len(train_set))], cfg.view_crop, rng)
@@ -273,11 +302,15 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
         return (_batch([perturb(p[0], rng, cfg.augment) for p in pairs]),
                 torch.from_numpy(np.stack([p[1] for p in pairs])).float())
 
-    _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan")
-    fit_zoom(model, train_set, cfg, rng)
+    timing = {"scan": _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan"),
+              "zoom": fit_zoom(model, train_set, cfg, rng)}
     if blind_spot is not None or cfg.surprise_steps:
         model.surprise = blind_spot if blind_spot is not None else fit_blindspot(
-            [s.full for s in train_set if s.label == 0 and s.full is not None], cfg.surprise_steps, cfg.seed)
+            [s.full for s in train_set if s.label == 0 and s.full is not None], cfg.surprise_steps, cfg.seed,
+            device=device)
+    for net in (model.scan, model.zoom, model.surprise):
+        if net is not None:
+            net.cpu()
 
     # Reference levels of the rationale's statistics in real pixels of the training set.
     cues = [measure(_patch(train_set, False, 128, rng)) for _ in range(200)]
@@ -285,6 +318,8 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
         "real_cues": {"detail": float(np.median([c.detail for c in cues])),
                       "periodicity": float(np.median([c.periodicity for c in cues]))},
         "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_timing": timing,
+        "train_device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
         "train_config": asdict(cfg),
         "train_images": len(train_set),
         "train_sources": sorted({s.source for s in train_set}),
