@@ -101,8 +101,9 @@ def main() -> None:
                 continue
             t_half = scan(half, "out", gpa, split)
             t_all = scan(src, "out", gpa, split)
-            rows = read_results(str(Path(d) / "out"), ["uri", "verdict", "score"]).to_pylist()
-            verdicts[name] = {r["uri"].rsplit("/", 1)[-1]: (r["verdict"], r["score"]) for r in rows}
+            rows = read_results(str(Path(d) / "out"), ["uri", "verdict", "score", "initial_score", "boxes"]).to_pylist()
+            verdicts[name] = {r["uri"].rsplit("/", 1)[-1]: (r["verdict"], r["score"], r["initial_score"],
+                                                            [(b["x1"], b["y1"]) for b in r["boxes"]]) for r in rows}
             # Too few images for the second half to outlast the timing noise: no marginal rate.
             marginal = (a.n - a.n // 2) / (t_all - t_half) if t_all > 1.05 * t_half else None
             figures[name] = {"whole_images_per_s": a.n / t_all, "marginal_images_per_s": marginal,
@@ -116,6 +117,9 @@ def main() -> None:
         f = figures[name]
         f["same_verdicts_as_cpu"] = sum(v[k][0] == base[k][0] for k in base)
         f["max_score_diff_vs_cpu"] = max(abs(v[k][1] - base[k][1]) for k in base)
+        # The first look has no crop to choose; a final score can move more where a box moved.
+        f["max_first_look_diff_vs_cpu"] = max(abs(v[k][2] - base[k][2]) for k in base)
+        f["images_with_other_boxes"] = sum(v[k][3] != base[k][3] for k in base)
         if name != "cpu" and f["marginal_images_per_s"] and cpu_rate:
             f["marginal_over_cpu"] = f["marginal_images_per_s"] / cpu_rate
     print(json.dumps(figures, indent=2))
