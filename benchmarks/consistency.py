@@ -40,17 +40,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from zoomin_core.compact_model import HighPass  # noqa: E402
+from zoomin_core.compact_model import HighPass, _conv  # noqa: E402
 from zoomin_core.decode import decode_full  # noqa: E402
 from zoomin_core.evaluate import roc_auc  # noqa: E402
 from zoomin_core.pseudo import make_pseudo  # noqa: E402
 from zoomin_core.synth import encode_jpeg  # noqa: E402
+from zoomin_core.train import _batch as tensor  # noqa: E402  uint8 patches -> (B, 3, h, w) in [0, 1]
 
 P = 64  # patch side, native pixels
-
-
-def conv(cin, cout, stride=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1))
 
 
 class Embed(nn.Module):
@@ -59,8 +56,8 @@ class Embed(nn.Module):
     def __init__(self, width=48):
         super().__init__()
         self.hp = HighPass()
-        self.body = nn.Sequential(conv(3, 24), conv(24, width, 2), conv(width, width), conv(width, width, 2),
-                                  conv(width, width), conv(width, width, 2))
+        self.body = nn.Sequential(_conv(3, 24), _conv(24, width, 2), _conv(width, width), _conv(width, width, 2),
+                                  _conv(width, width), _conv(width, width, 2))
         self.out = nn.Linear(2 * width, 64)
 
     def forward(self, x):
@@ -77,10 +74,6 @@ class Same(nn.Module):
 
     def forward(self, a, b):
         return self.mlp(torch.cat([(a - b).abs(), a * b], -1))[..., 0]
-
-
-def tensor(patches):
-    return torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float() / 255
 
 
 def altered_pool(reals, n, rng):
