@@ -5,6 +5,7 @@
   zoomin report RESULTS --out page.html  a page with thumbnails, boxes, verdicts, rationales
   zoomin synth --out DIR                 make a labelled set offline (real + generated images)
   zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
+  zoomin train-consistency --real DIR --out W   train the self-consistency check (real photos only)
   zoomin evaluate RESULTS --labels L     metrics of a labelled scan
   zoomin submit --address URL -- scan .. the same on a running Ray cluster, through its Jobs API
 
@@ -22,9 +23,9 @@ from zoomin_core.backends import available
 from zoomin_core.decode import DecodeConfig
 from zoomin_core.generators import DEFAULT_FAMILIES, FAMILIES
 from zoomin_core.synth import SynthConfig
-from zoomin_core.compact_model import RESIDUALS
-from zoomin_core.train import TrainConfig
 from zoomin_core.stages import STAGE_CHOICES, ExamineConfig
+
+from .cli_train import _add_train, _add_train_consistency, cmd_train, cmd_train_consistency
 
 
 def _add_storage(p) -> None:
@@ -104,6 +105,12 @@ def _add_scan(sub) -> None:
     p.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="{scan,zoom|scan}",
                    help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
     p.add_argument("--max-boxes", type=int, default=4, help="most regions zoomed into per image (default 4)")
+    p.add_argument("--consistency", nargs="?", const="default", default=None, metavar="WEIGHTS",
+                   help="also run the self-consistency check, trained on real photos only, on each image at full "
+                        "resolution: its score (how much one region differs from the rest) goes to the "
+                        "'consistency' column and its strongest region is zoomed into too. Alone: the bundled "
+                        "weights; or a weights file from `zoomin train-consistency` (local or s3://). About "
+                        "0.3 s per 1536 px image on one CPU core (default: off)")
     p.add_argument("--margin", type=float, default=0.15,
                    help="context added around each region before cropping, as a fraction of its size (default 0.15)")
     p.add_argument("--min-crop-side", type=int, default=64,
@@ -167,8 +174,12 @@ def cmd_scan(a) -> int:
               file=sys.stderr)
         return 2
     try:
+        consistency = a.consistency
+        if consistency == "default":
+            from zoomin_core.consistency import DEFAULT_CONSISTENCY
+            consistency = str(DEFAULT_CONSISTENCY)
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
-                                max_boxes=a.max_boxes,
+                                max_boxes=a.max_boxes, consistency=consistency,
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))
@@ -276,96 +287,6 @@ def cmd_synth(a) -> int:
     return 0
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train the compact detector",
-                       description="Train on a `zoomin synth` set (LABELS) and/or your own folders. Splits: "
-                                   "'train' fits the networks, 'calib' the score calibration; 'test' and "
-                                   "'holdout' are evaluated and the figures stored in the weights.")
-    p.add_argument("labels", nargs="?", default=None, help="labels.jsonl written by `zoomin synth`")
-    p.add_argument("--real", default=None, help="folder of real images (your own labelled data)")
-    p.add_argument("--generated", default=None, help="folder of generated images (your own labelled data)")
-    p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
-    p.add_argument("--version", default="custom", help="version string recorded in the weights and every output row")
-    p.add_argument("--exclude-source", action="append", default=[],
-                   help="leave this generator family (a label's 'source') out of training and calibration; repeatable")
-    p.add_argument("--scan-steps", type=int, default=TrainConfig.scan_steps,
-                   help=f"training steps of the scan network (default {TrainConfig.scan_steps})")
-    p.add_argument("--zoom-steps", type=int, default=TrainConfig.zoom_steps,
-                   help=f"training steps of the zoom network (default {TrainConfig.zoom_steps})")
-    p.add_argument("--pseudo", type=float, default=TrainConfig.pseudo,
-                   help="generator-agnostic regional fakes (a region blurred, resampled, re-noised, median-filtered "
-                        "or re-compressed) added to training, per real training image; they teach the detector "
-                        f"traces no one generator family has (default {TrainConfig.pseudo})")
-    p.add_argument("--augment", type=float, default=TrainConfig.augment,
-                   help="probability of each perturbation (noise, blur, re-compression) of a training patch, "
-                        f"real or generated alike (default {TrainConfig.augment})")
-    p.add_argument("--surprise-steps", type=int, default=TrainConfig.surprise_steps,
-                   help="also train a model of real photos alone for this many steps (1500 measured; about 6 "
-                        "minutes on 2 cores): a second opinion for the zoom that was never shown a generated image, "
-                        f"for generators unlike the training ones; see README (default {TrainConfig.surprise_steps}: off)")
-    p.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
-                   help="longest side of the reduced image the scan net learns on; scan with the same "
-                        f"--view-size (default {DecodeConfig.view_max_side})")
-    p.add_argument("--residual", choices=RESIDUALS, default=TrainConfig.residual,
-                   help="what both nets see: 'plain', the high-pass residual, or 'local', that residual divided by "
-                        f"its RMS over the surrounding 9x9 pixels (see README; default {TrainConfig.residual})")
-    p.add_argument("--device", default="auto",
-                   help="where the networks learn: 'cpu', 'cuda' or 'cuda:N'; 'auto' takes the first GPU torch sees, "
-                        "else the CPU. Calibration and validation run on the CPU either way, as a scan on CPU nodes "
-                        "would score (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-
-
-def _train_device(name: str) -> str:
-    """--device -> a torch device string; ValueError with a message a user can act on."""
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a device name ('auto', 'cpu', 'cuda', 'cuda:N')") from e
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: only 'cpu' and CUDA GPUs are supported")
-    if dev.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise ValueError(f"--device {name!r}, but torch sees no CUDA GPU here (torch {torch.__version__}"
-                             f"{'' if torch.version.cuda else ', a CPU-only build'}); use --device cpu")
-        if (dev.index or 0) >= count:
-            raise ValueError(f"--device {name!r}, but torch sees {count} GPU(s)")
-    return str(dev)
-
-
-def cmd_train(a) -> int:
-    import json
-
-    from zoomin_core.calibrate import calibrate, validate
-    from zoomin_core.train import load_labelled, train
-    if not (a.labels or a.real or a.generated):
-        print("zoomin train: error: give LABELS and/or --real/--generated folders", file=sys.stderr)
-        return 2
-    try:
-        device = _train_device(a.device)
-    except ValueError as e:
-        print(f"zoomin train: error: {e}", file=sys.stderr)
-        return 2
-    samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source),
-                            decode=DecodeConfig(view_max_side=a.view_size))
-    meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
-            "excluded_sources": a.exclude_source, "view_size": a.view_size}
-    model = train(samples, TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed,
-                                       pseudo=a.pseudo, augment=a.augment,
-                                       surprise_steps=a.surprise_steps, residual=a.residual), meta,
-                  device=device)
-    calibrate(model, samples)
-    model.meta["validation"] = validate(model, samples)
-    model.save(a.out)
-    print(json.dumps({"weights": a.out, "scan_calibration": model.meta["scan_calibration"],
-                      "fusion": model.meta["fusion"], "validation": model.meta["validation"]}, indent=2))
-    return 0
-
-
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a scan's results against labels",
                        description="Join RESULTS (a `zoomin scan --out` folder) with LABELS by image path and "
@@ -425,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_scan, _add_report, _add_synth, _add_train, _add_evaluate, _add_submit):
+    for add in (_add_scan, _add_report, _add_synth, _add_train, _add_train_consistency, _add_evaluate,
+                _add_submit):
         add(sub)
     return parser
 
@@ -433,10 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     # synth and train are long and quiet otherwise: show their progress by default.
-    logging.basicConfig(level=logging.INFO if a.verbose or a.command in ("synth", "train") else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if a.verbose or a.command in ("synth", "train", "train-consistency") else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
-               "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command]
+               "train-consistency": cmd_train_consistency, "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command]
     from .sinks import OutputError
     from .storage import explain, is_client_error
     try:

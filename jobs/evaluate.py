@@ -100,7 +100,7 @@ def join(results: list[dict], labels: list[dict]) -> tuple[list[Item], int]:
             boxes=tuple((b["x1"], b["y1"], b["x2"], b["y2"]) for b in row["boxes"] or []),
             ref_boxes=tuple(tuple(b[:4]) for b in lab.get("boxes") or []),
             kind=lab.get("kind") or "", source=lab.get("source") or "", split=lab.get("split") or "",
-            width=row["width"] or 0, height=row["height"] or 0))
+            width=row["width"] or 0, height=row["height"] or 0, consistency=row.get("consistency")))
     return items, missing
 
 
@@ -115,12 +115,13 @@ COLUMNS = ("images", "errors", "accuracy", "first_accuracy", "precision", "recal
 
 
 def format_report(rep: dict) -> str:
-    lines = ["group".ljust(22) + "".join(c.rjust(15) for c in COLUMNS)]
+    columns = COLUMNS + (("consistency_auc",) if "consistency_auc" in rep["overall"] else ())
+    lines = ["group".ljust(22) + "".join(c.rjust(15) for c in columns)]
     rows = [("overall", rep["overall"])]
     for g in GROUPS:
         rows += [(f"{g}={k}", m) for k, m in rep.get(g, {}).items()]
     for name, m in rows:
-        lines.append(name[:22].ljust(22) + "".join(_fmt(m.get(c)).rjust(15) for c in COLUMNS))
+        lines.append(name[:22].ljust(22) + "".join(_fmt(m.get(c)).rjust(15) for c in columns))
     return "\n".join(lines)
 
 

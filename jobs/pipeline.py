@@ -117,6 +117,7 @@ class _ModelActor:
         # A checkpoint in object storage is fetched once per node into the local cache.
         model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
         self.backend = load_backend(cfg.backend, model, **options)
+        self.cue = load_cue(cfg)
         self.cfg = cfg
         # Built here, in the actor's process: a restarted actor reads what its predecessor left.
         self.guard = CrashGuard()
@@ -129,7 +130,7 @@ class _ModelActor:
 
     def _examine(self, ps: list[Prepared]) -> list:
         """Both stages (in the zoom actor: for a copy whose original's row never came)."""
-        return self._guarded(ps, examine)
+        return self._guarded(ps, lambda backend, items, cfg: examine(backend, items, cfg, self.cue))
 
 
 class Examiner(_ModelActor):
@@ -222,10 +223,28 @@ class Scanner(_ModelActor):
         return _pack(items, batch.column("extra").to_pylist())
 
 
+_CUES: dict = {}
+
+
+def load_cue(cfg: JobConfig):
+    """The self-consistency check's model for `--consistency`, or None; loaded once per process
+    (a checkpoint in object storage is fetched once per node, as --model is)."""
+    uri = cfg.examine.consistency
+    if not uri:
+        return None
+    if uri not in _CUES:
+        from zoomin_core.consistency import ConsistencyModel
+
+        from .models import fetch_model
+        _CUES[uri] = ConsistencyModel.load(fetch_model(uri, cfg.source.storage)[0])
+    return _CUES[uri]
+
+
 def cut_crops(batch: pa.Table, cfg: JobConfig) -> pa.Table:
-    """CPU task between the split stages: full-resolution decode and cropping."""
+    """CPU task between the split stages: full-resolution decode, the self-consistency check
+    (with --consistency) and cropping."""
     items, extras = _unpack(batch)
-    return _pack(crop_stage(items, cfg.examine), extras)
+    return _pack(crop_stage(items, cfg.examine, load_cue(cfg)), extras)
 
 
 class Zoomer(_ModelActor):

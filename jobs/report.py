@@ -67,6 +67,8 @@ def write_report(results: str, out: str, limit: int = 500, storage: StorageConfi
         src = thumbs.get(r["uri"])
         img = f'<img src="{src}">' if src else "<p><i>image not readable from here</i></p>"
         first = f"first look: {r['initial_verdict']} ({r['initial_score']:.2f})" if r["initial_verdict"] else ""
+        if r.get("consistency") is not None:
+            first += f"; consistency {r['consistency']:.2f}"
         cls = "gen" if r["verdict"] == "generated" else "real"
         cards.append(
             f'<div class="card {cls}">{img}<div class="v">{html.escape(r["verdict"])} '

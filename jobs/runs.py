@@ -182,7 +182,8 @@ def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: b
         else:
             raise OutputError(f"{out.uri} already holds a complete run of this job; pass --incremental to "
                               "scan only images added since, --rescan to scan everything again, or choose a new --out")
-        for key, what in (("model", "--model"), ("prompt_version", "prompt version"), ("prior", "--prior")):
+        for key, what in (("model", "--model"), ("prompt_version", "prompt version"), ("prior", "--prior"),
+                          ("consistency", "--consistency")):
             if before.get(key) != job.get(key):
                 run.notes.append(f"{what} changed since the last run ({before.get(key)!r} -> "
                                  f"{job.get(key)!r}); earlier rows keep theirs (--rescan redoes them)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import dedupe, runs
-from .models import check_model
+from .models import check_consistency, check_model
 from .pipeline import JobConfig, build
 from .plan import make_plan
 from .sinks import Summary, make_parquet_sink, open_output, result_files, summarise, summary_record
@@ -63,7 +63,7 @@ def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) ->
     return {"src": f"manifest:{manifest}" if manifest else src, "backend": cfg.backend,
             "stages": cfg.examine.stages, "input_format": cfg.source.input_format,
             "image_column": cfg.source.image_column, "model": cfg.model or "default", "prompt_version": prompts,
-            "prior": cfg.backend_options.get("prior")}
+            "prior": cfg.backend_options.get("prior"), "consistency": cfg.examine.consistency}
 
 
 def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayConfig(),
@@ -77,6 +77,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     if units.num_rows == 0:
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
     check_model(cfg.model, storage, cfg.backend)
+    check_consistency(cfg.examine.consistency, storage)
     output = open_output(out, storage)
     decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.

@@ -119,7 +119,7 @@ def run_samples(model: CompactModel, samples: list[Sample], stages: str = "scan,
 def items(samples: list[Sample], rows: list[ResultRow]) -> list[Item]:
     return [Item(s.label, r.status, r.score, r.verdict, r.initial_verdict,
                  tuple((b.x1, b.y1, b.x2, b.y2) for b in r.boxes), tuple(map(tuple, s.boxes)),
-                 s.kind, s.source, s.width, s.height) for s, r in zip(samples, rows)]
+                 kind=s.kind, source=s.source, width=s.width, height=s.height) for s, r in zip(samples, rows)]
 
 
 def calibrate(model: CompactModel, samples: list[Sample]) -> None:

@@ -155,6 +155,7 @@ class ResultRow:
     nbytes: int = 0                        # size of the input's bytes (0 when unreadable)
     prompt_version: Optional[str] = None   # the prompt templates' version (vlm backends)
     raw: Optional[str] = None              # the model's own text as JSON, with --keep-raw
+    consistency: Optional[float] = None    # the self-consistency check's score (--consistency)
 
     @staticmethod
     def failed(prepared: Prepared, status: str, error: str, model: Optional[str] = None,

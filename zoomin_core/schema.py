@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from .records import ResultRow
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"   # 3: + consistency (results of version 2 read with it null)
 
 BOX_TYPE = pa.struct([
     ("x1", pa.int32()), ("y1", pa.int32()), ("x2", pa.int32()), ("y2", pa.int32()),
@@ -36,6 +36,7 @@ RESULT_SCHEMA = pa.schema([
     pa.field("nbytes", pa.int64()),                      # size of the image's bytes (0 if unreadable)
     pa.field("prompt_version", pa.string()),             # prompt templates' version (vlm backends)
     pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw)
+    pa.field("consistency", pa.float32()),               # self-consistency check's score (--consistency), else null
     pa.field("extra", pa.string()),                      # JSON of columns carried from a manifest/shard
 ], metadata={"zoomin.schema_version": SCHEMA_VERSION})
 

@@ -1,4 +1,5 @@
-"""The method, in order: decode -> scan -> map boxes -> crop at full resolution -> zoom -> rows.
+"""The method, in order: decode -> scan -> map boxes -> crop at full resolution (+ the optional
+self-consistency check's region) -> zoom -> rows.
 
 `run_chain` is the whole chain in one function; the Ray job (`jobs/pipeline.py`) runs the same
 two halves, `prepare` (CPU tasks) and `examine` (model actors). One row in, one row out: every
@@ -10,7 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar
 
 from . import geometry
 from .backends import Backend
@@ -18,6 +19,9 @@ from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .records import (STATUS_MODEL_ERROR, STATUS_OK, STATUS_UNPARSEABLE, Box, ImageInput, Prepared,
                       ResultRow, ScanResult, Verdict)
 from .vlm_parse import Unparseable
+
+if TYPE_CHECKING:
+    from .consistency import ConsistencyModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,10 +43,16 @@ class ExamineConfig:
     # Regions overlapping more than this IoU are merged into one before zooming.
     merge_iou: float = 0.3
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # Weights of the self-consistency check (consistency.py) run on each image's full decode, or
+    # None. The job loads them (from a path or s3://) and hands the model to `crop_stage`.
+    consistency: Optional[str] = None
 
     def __post_init__(self):
         if self.stages not in STAGE_CHOICES:
             raise ValueError(f"stages must be one of {STAGE_CHOICES}, got {self.stages!r}")
+        if self.consistency and self.stages != "scan,zoom":
+            raise ValueError("the self-consistency check runs on the zoom stage's full-resolution decode: "
+                             "it needs --stages scan,zoom")
         if self.max_boxes < 1 or self.min_crop_side < 1 or self.margin < 0:
             raise ValueError(f"invalid ExamineConfig: {self}")
 
@@ -94,6 +104,8 @@ class Scanned:
     scan_s: float
     crops: list | None = None        # Crop list once cut (crop_stage)
     crop_s: float = 0.0
+    consistency: float | None = None  # the self-consistency check's score, when it ran
+    cue_box: int | None = None        # index in `boxes` of the region it added, if any
 
     @property
     def image_id(self) -> str:
@@ -137,8 +149,11 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
     return out  # type: ignore[return-value]
 
 
-def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig()) -> list[Staged]:
+def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig(),
+               cue: "ConsistencyModel | None" = None) -> list[Staged]:
     """Decode each scanned original at full resolution and cut its regions (CPU work only).
+    With `cue` (the self-consistency check), it also reads the full decode: its score goes to
+    the row, and its strongest region joins the crops unless a scan box already covers it.
     The original's bytes are dropped afterwards: the zoom needs the view and the crops."""
     out: list[Staged] = []
     for it in items:
@@ -151,9 +166,19 @@ def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig()) ->
         except DecodeError as e:  # readable header and view, but the full decode failed
             out.append(ResultRow.failed(p, e.status, e.message, it.model, cfg.stages, it.prompts))
             continue
-        regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side) for b in it.boxes]
+        boxes, score, cue_at = it.boxes, None, None
+        if cue is not None:
+            try:
+                score, box = cue.propose(full)
+            except Exception as e:  # noqa: BLE001 - the error becomes this image's row
+                out.append(_failed(p, "consistency check", e, it.model, it.prompts, cfg))
+                continue
+            if box is not None and not any(geometry.iou(box, b) > cfg.merge_iou for b in boxes):
+                boxes, cue_at = [*boxes, box], len(boxes)
+        regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side) for b in boxes]
         crops = [geometry.crop(full, r) for r in regions]
-        out.append(replace(it, prepared=replace(p, data=None), crops=crops, crop_s=time.perf_counter() - t0))
+        out.append(replace(it, prepared=replace(p, data=None), boxes=boxes, crops=crops, consistency=score,
+                           cue_box=cue_at, crop_s=time.perf_counter() - t0))
     return out
 
 
@@ -172,15 +197,27 @@ def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = E
         boxes = it.boxes
         if len(v.region_scores) == len(boxes):  # report the zoom's judgement of each region
             boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
-        rows[i] = _row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s, it.prompts)
+        if it.cue_box is not None:
+            v = replace(v, rationale=f"{v.rationale} {_cue_sentence(it, boxes)}".strip())
+        rows[i] = replace(_row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s,
+                               it.prompts), consistency=it.consistency)
     return rows  # type: ignore[return-value]
 
 
-def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig()
-            ) -> list[ResultRow]:
+def _cue_sentence(it: Scanned, boxes: list[Box]) -> str:
+    b = boxes[it.cue_box]
+    judged = f"; the zoom scored it {b.score:.2f}" if len(boxes) == len(it.crops or ()) else ""
+    return (f"Region {it.cue_box + 1} ({int(b.x1)},{int(b.y1)})-({int(b.x2)},{int(b.y2)}) was added by the "
+            f"self-consistency check: the part of the image least like the rest (disagreement "
+            f"{it.consistency:.2f}){judged}.")
+
+
+def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig(),
+            cue: "ConsistencyModel | None" = None) -> list[ResultRow]:
     """Scan, cut crops and (optionally) zoom a batch of decoded images, in one process.
     Returns one row per input, in order."""
-    return _checked(prepared, zoom_stage(backend, crop_stage(scan_stage(backend, prepared, cfg), cfg), cfg))
+    staged = crop_stage(scan_stage(backend, prepared, cfg), cfg, cue)
+    return _checked(prepared, zoom_stage(backend, staged, cfg))
 
 
 def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
@@ -205,7 +242,8 @@ def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list
     return rows  # type: ignore[return-value]
 
 
-def run_chain(backend: Backend, inputs: Sequence[ImageInput], cfg: ExamineConfig = ExamineConfig()
-              ) -> list[ResultRow]:
-    """The whole method for a list of inputs, in one process: decode, scan, crop, zoom."""
-    return examine(backend, [prepare(item, cfg.decode) for item in inputs], cfg)
+def run_chain(backend: Backend, inputs: Sequence[ImageInput], cfg: ExamineConfig = ExamineConfig(),
+              cue: "ConsistencyModel | None" = None) -> list[ResultRow]:
+    """The whole method for a list of inputs, in one process: decode, scan, crop (and the
+    self-consistency check, with `cue`), zoom."""
+    return examine(backend, [prepare(item, cfg.decode) for item in inputs], cfg, cue)
