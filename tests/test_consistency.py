@@ -1,4 +1,5 @@
 """The self-consistency check: its map, its weights file, its training, and its place in the chain."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from zoomin_core.consistency import DEFAULT_CONSISTENCY, PATCH, ConsistencyModel
 from zoomin_core.consistency_train import train_consistency
 from zoomin_core.decode import decode_full
 from zoomin_core.pseudo import alter
+from zoomin_core.records import Box
 from zoomin_core.synth import encode_jpeg, package_photos
 
 
@@ -131,6 +133,30 @@ def test_chain_adds_the_checks_region_and_score(tmp_path):
         assert len(big.boxes) == len(plain.boxes)
     assert tiny.status == "ok" and tiny.consistency is None    # too small to judge: the verdict stands
     assert broken.status != "ok" and broken.consistency is None
+
+
+class _FixedCue:
+    """A check that always points at the top-left 128 px (the fake backend's scan box of a
+    `textured` image is its brightest quadrant, bottom-right)."""
+
+    def propose(self, pixels):
+        return 0.9, Box(0, 0, 128, 128, 0.9)
+
+
+def test_chain_zooms_into_the_checks_region_and_says_so():
+    inputs = [ImageInput("a", jpeg_bytes(textured(600, 400)))]
+    (row,) = run_chain(load_backend("fake"), inputs, ExamineConfig(consistency="w"), _FixedCue())
+    assert row.consistency == pytest.approx(0.9) and len(row.boxes) == 2
+    assert (row.boxes[1].x1, row.boxes[1].y1, row.boxes[1].x2, row.boxes[1].y2) == (0, 0, 128, 128)
+    assert row.boxes[1].score != pytest.approx(0.9)             # the zoom's judgement replaced the check's
+    assert "Region 2 (0,0)-(128,128) was added by the self-consistency check" in row.rationale
+    assert f"the zoom scored it {row.boxes[1].score:.2f}" in row.rationale
+
+    backend = load_backend("fake")
+    plain_zoom = backend.zoom
+    backend.zoom = lambda items: [replace(v, region_scores=()) for v in plain_zoom(items)]   # as a vlm may
+    (row,) = run_chain(backend, inputs, ExamineConfig(consistency="w"), _FixedCue())
+    assert "added by the self-consistency check" in row.rationale and "the zoom scored it" not in row.rationale
 
 
 def test_chain_turns_a_failing_check_into_that_images_row():

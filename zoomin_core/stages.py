@@ -194,22 +194,24 @@ def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = E
         if isinstance(v, Exception):
             rows[i] = _failed(it.prepared, "zoom", v, it.model, it.prompts, cfg)
             continue
-        boxes = it.boxes
-        if len(v.region_scores) == len(boxes):  # report the zoom's judgement of each region
+        boxes, judged = it.boxes, len(v.region_scores) == len(it.boxes)
+        if judged:  # report the zoom's judgement of each region
             boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
         if it.cue_box is not None:
-            v = replace(v, rationale=f"{v.rationale} {_cue_sentence(it, boxes)}".strip())
+            v = replace(v, rationale=f"{v.rationale} {_cue_sentence(it, boxes, judged)}".strip())
         rows[i] = replace(_row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s,
                                it.prompts), consistency=it.consistency)
     return rows  # type: ignore[return-value]
 
 
-def _cue_sentence(it: Scanned, boxes: list[Box]) -> str:
+def _cue_sentence(it: Scanned, boxes: list[Box], judged: bool) -> str:
+    """What the rationale says of the region the self-consistency check added; the zoom's score
+    of it only where the backend scored each region."""
     b = boxes[it.cue_box]
-    judged = f"; the zoom scored it {b.score:.2f}" if len(boxes) == len(it.crops or ()) else ""
+    zoom = f"; the zoom scored it {b.score:.2f}" if judged else ""
     return (f"Region {it.cue_box + 1} ({int(b.x1)},{int(b.y1)})-({int(b.x2)},{int(b.y2)}) was added by the "
             f"self-consistency check: the part of the image least like the rest (disagreement "
-            f"{it.consistency:.2f}){judged}.")
+            f"{it.consistency:.2f}){zoom}.")
 
 
 def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig(),
