@@ -200,3 +200,17 @@ def test_job_with_the_check_in_one_pool_and_in_split_stages(ray_local, tmp_path)
         b = rows["on"][uri]
         assert (a["status"], a["verdict"], len(a["boxes"])) == (b["status"], b["verdict"], len(b["boxes"]))
         assert a["consistency"] == pytest.approx(b["consistency"], abs=1e-4) if a["consistency"] else True
+
+
+@pytest.mark.slow
+def test_job_with_the_check_gives_bad_inputs_their_own_rows(ray_local, bad_inputs, tmp_path):
+    folder, expected = bad_inputs
+    out = tmp_path / "res"
+    assert main(["scan", str(folder), "--out", str(out), "--no-progress", "--consistency", "--split-stages", "on",
+                 "--batch-size", "3"]) == 0
+    rows = read_results(str(out)).to_pylist()
+    assert sorted(Path(r["uri"]).name for r in rows) == sorted(expected)
+    for r in rows:
+        assert r["status"] == expected[Path(r["uri"]).name], (r["uri"], r["error"])
+        if r["status"] != "ok":
+            assert r["consistency"] is None and r["error"]
