@@ -175,12 +175,8 @@ def cmd_scan(a) -> int:
               file=sys.stderr)
         return 2
     try:
-        consistency = a.consistency
-        if consistency == "default":
-            from zoomin_core.consistency import DEFAULT_CONSISTENCY
-            consistency = str(DEFAULT_CONSISTENCY)
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
-                                max_boxes=a.max_boxes, consistency=consistency,
+                                max_boxes=a.max_boxes, consistency=a.consistency,
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))

@@ -104,7 +104,10 @@ def check_consistency(weights: Optional[str], storage: StorageConfig = StorageCo
     if not weights:
         return
     if is_remote(weights):
-        _, _, infos, folder = _remote_files(weights, storage)
+        try:
+            folder = _remote_files(weights, storage)[3]
+        except ModelError as e:  # its messages name --model
+            raise ModelError(str(e).replace("--model", "--consistency", 1)) from None
         if folder:
             raise ModelError(f"--consistency {weights}: give the weights file, not a folder")
         return

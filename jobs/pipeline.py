@@ -236,7 +236,7 @@ def load_cue(cfg: JobConfig):
         from zoomin_core.consistency import ConsistencyModel
 
         from .models import fetch_model
-        _CUES[uri] = ConsistencyModel.load(fetch_model(uri, cfg.source.storage)[0])
+        _CUES[uri] = ConsistencyModel.load(uri if uri == "default" else fetch_model(uri, cfg.source.storage)[0])
     return _CUES[uri]
 
 

@@ -98,8 +98,10 @@ class ConsistencyModel:
 
     @staticmethod
     def load(path: str | Path) -> "ConsistencyModel":
+        """Weights from a local file; "default" is the bundled file of this installation (each
+        node of a cluster resolves it in its own)."""
         from safetensors import safe_open
-        p = Path(path)
+        p = DEFAULT_CONSISTENCY if str(path) == "default" else Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"consistency weights not found: {p} (train them with `zoomin train-consistency`)")
         with safe_open(str(p), framework="pt") as f:

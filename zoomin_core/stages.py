@@ -43,8 +43,9 @@ class ExamineConfig:
     # Regions overlapping more than this IoU are merged into one before zooming.
     merge_iou: float = 0.3
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    # Weights of the self-consistency check (consistency.py) run on each image's full decode, or
-    # None. The job loads them (from a path or s3://) and hands the model to `crop_stage`.
+    # Weights of the self-consistency check (consistency.py) run on each image's full decode:
+    # a path, s3://, "default" (the bundled file) or None. The job loads them and hands the
+    # model to `crop_stage`.
     consistency: Optional[str] = None
 
     def __post_init__(self):
