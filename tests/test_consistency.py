@@ -80,7 +80,9 @@ def test_training_on_real_photos_writes_usable_weights(tmp_path):
     model.save(tmp_path / "w.safetensors")
     assert ConsistencyModel.load(tmp_path / "w.safetensors").propose(photos[0])[0] is not None
     with pytest.raises(ValueError, match="altered images could be made"):
-        train_consistency([textured(100, 100)], steps=1, images=5)
+        train_consistency([textured(100, 100)], steps=1, images=10)
+    with pytest.raises(ValueError, match="--images must be at least 10"):
+        train_consistency(photos, steps=1, images=5)
 
 
 def _planted(photo: np.ndarray, op: str, seed: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -214,3 +216,20 @@ def test_job_with_the_check_gives_bad_inputs_their_own_rows(ray_local, bad_input
         assert r["status"] == expected[Path(r["uri"]).name], (r["uri"], r["error"])
         if r["status"] != "ok":
             assert r["consistency"] is None and r["error"]
+
+
+def test_train_consistency_refuses_with_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    out = str(tmp_path / "w.safetensors")
+    assert main(["train-consistency", "--out", out]) == 2
+    assert "give LABELS and/or --real" in capsys.readouterr().err
+    assert main(["train-consistency", "--real", str(tmp_path / "nope"), "--out", out]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["train-consistency", "--real", str(tmp_path / "empty"), "--real", str(tmp_path / "notes"),
+                 "--out", out, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s)" in err and "no readable real photos" in err
+    assert main(["train-consistency", "--real", str(tmp_path / "notes"), "--out", out, "--device", "cuda:7"]) == 2
+    assert not (tmp_path / "w.safetensors").exists()

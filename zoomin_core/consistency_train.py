@@ -108,6 +108,10 @@ def train_consistency(reals: list[np.ndarray], steps: int = 5000, images: int = 
                       version: str = "consistency-unversioned", progress=None) -> ConsistencyModel:
     """Train on `reals` (uint8 RGB photos, at least 128 px a side). `progress(step, steps, loss,
     pair_accuracy)` is called every 250 steps."""
+    if not reals:
+        raise ValueError("no readable real photos to train on")
+    if images < 10 or steps < 1:
+        raise ValueError(f"--images must be at least 10 and --steps at least 1 (got {images} and {steps})")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
