@@ -38,17 +38,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from zoomin_core.compact_model import ZoomNet, pool_logits  # noqa: E402
+from zoomin_core.compact_model import ZoomNet, pool_logits, to_batch  # noqa: E402
 from zoomin_core.evaluate import roc_auc  # noqa: E402
 from zoomin_core.surprise import MIN_SIDE, STATS, crop_stats, fit_blindspot, region_windows  # noqa: E402
-from zoomin_core.train import _batch, _fit, _patch, load_labelled  # noqa: E402
+from zoomin_core.train import _fit, _patch, load_labelled  # noqa: E402
 
 FAMILIES = ("ae_tconv", "ae_resize", "sr_shuffle", "denoise")
 
 
 @torch.inference_mode()
 def stats_of(net, crop: np.ndarray) -> np.ndarray:
-    return crop_stats(net, _batch([crop]))[0]
+    return crop_stats(net, to_batch([crop]))[0]
 
 
 def auc(y, s) -> float:
@@ -148,10 +148,10 @@ def main() -> None:
             zoom = ZoomNet()
             y = torch.cat([torch.ones(16), torch.zeros(16)])
             _fit(zoom, a.zoom_steps, 2e-3,
-                 lambda: (_batch([_patch(others, p, 96, rng) for p in (True, False) for _ in range(16)]), y),
+                 lambda: (to_batch([_patch(others, p, 96, rng) for p in (True, False) for _ in range(16)]), y),
                  lambda o, t: F.binary_cross_entropy_with_logits(pool_logits(o), t), f"zoom-without-{f}")
             with torch.inference_mode():
-                z = np.array([float(pool_logits(zoom(_batch([c[3]])))) for c in crops])
+                z = np.array([float(pool_logits(zoom(to_batch([c[3]])))) for c in crops])
         result["held_out"][f] = held_out(X, z, lab, src, kind, f, a.repeats)
         print(f"held out {f} [{time.time() - t0:.0f}s]", flush=True)
     print(f"{'':10s} {'':9s} " + " ".join(f"{g:>18s}" for g in ("whole", "regional", "training families")))

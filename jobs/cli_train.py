@@ -126,17 +126,13 @@ def _add_train_consistency(sub) -> None:
 
 
 def _real_photos(a) -> list:
-    import json
     from pathlib import Path
 
     from zoomin_core.decode import DecodeError, decode_full
-    files = []
-    if a.labels:
-        root = Path(a.labels).parent
-        for line in Path(a.labels).read_text().splitlines():
-            r = json.loads(line) if line.strip() else None
-            if r and r.get("label") == "real" and r.get("split", "train") == "train":
-                files.append(root / r["file"])
+
+    from .evaluate import read_labels
+    files = [Path(r["uri"]) for r in (read_labels(a.labels) if a.labels else [])
+             if r["label"] == "real" and r.get("split", "train") == "train"]
     for folder in a.real:
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"--real {folder}: not a folder")
@@ -157,6 +153,8 @@ def cmd_train_consistency(a) -> int:
     import time
 
     from zoomin_core.consistency_train import train_consistency
+
+    from .evaluate import EvaluateError
     if not (a.labels or a.real):
         print("zoomin train-consistency: error: give LABELS and/or --real folders", file=sys.stderr)
         return 2
@@ -165,7 +163,11 @@ def cmd_train_consistency(a) -> int:
     except ValueError as e:
         print(f"zoomin train-consistency: error: {e}", file=sys.stderr)
         return 2
-    photos = _real_photos(a)
+    try:
+        photos = _real_photos(a)
+    except EvaluateError as e:  # a labels file that does not parse
+        print(f"zoomin train-consistency: error: {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
 
     def progress(step, steps, loss, acc):

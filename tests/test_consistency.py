@@ -83,6 +83,8 @@ def test_training_on_real_photos_writes_usable_weights(tmp_path):
         train_consistency([textured(100, 100)], steps=1, images=10)
     with pytest.raises(ValueError, match="--images must be at least 10"):
         train_consistency(photos, steps=1, images=5)
+    # 1-2 steps: a constant rate (torch's one-cycle schedule divides by zero there)
+    assert train_consistency(photos, steps=2, images=10, batch=8, fit_images=4).meta["steps"] == 2
 
 
 def _planted(photo: np.ndarray, op: str, seed: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:

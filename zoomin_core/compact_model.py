@@ -111,6 +111,11 @@ def fusion_features(scan_score, zoom_score) -> np.ndarray:
     return np.stack([f, z, f * z], axis=-1)
 
 
+def to_batch(patches) -> torch.Tensor:
+    """uint8 patches of one size ((n, h, w, 3) array or list of (h, w, 3)) -> float (n, 3, h, w) in [0, 1]."""
+    return torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float() / 255
+
+
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
     if not pixels.flags.writeable or not pixels.flags.c_contiguous:

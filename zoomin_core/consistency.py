@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .compact_model import WEIGHTS_DIR, HighPass, _conv
+from .compact_model import WEIGHTS_DIR, HighPass, _conv, to_batch
 from .records import Box
 
 DEFAULT_CONSISTENCY = WEIGHTS_DIR / "consistency-v1.safetensors"
@@ -63,11 +63,6 @@ class Same(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.cat([(a - b).abs(), a * b], -1))[..., 0]
-
-
-def patches_tensor(patches) -> torch.Tensor:
-    """uint8 (n, h, w, 3) patches -> (n, 3, h, w) floats in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(np.stack(patches))).permute(0, 3, 1, 2).float() / 255.0
 
 
 @dataclass
@@ -123,7 +118,7 @@ class ConsistencyModel:
         if h * w < MIN_BLOCKS:
             return None
         grid = pixels[:h * PATCH, :w * PATCH].reshape(h, PATCH, w, PATCH, 3).swapaxes(1, 2).reshape(-1, PATCH, PATCH, 3)
-        e = torch.cat([self.embed(patches_tensor(grid[k:k + CHUNK])) for k in range(0, len(grid), CHUNK)])
+        e = torch.cat([self.embed(to_batch(grid[k:k + CHUNK])) for k in range(0, len(grid), CHUNK)])
         ref = e[np.unique(np.linspace(0, len(grid) - 1, min(refs, len(grid))).round().astype(int))]
         agree = torch.cat([torch.sigmoid(self.same(c[:, None].expand(-1, len(ref), -1),
                                                    ref[None].expand(len(c), -1, -1))).mean(1)
@@ -137,9 +132,7 @@ class ConsistencyModel:
         m = self.anomaly_map(pixels)
         if m is None:
             return None, None
-        x1, y1, x2, y2 = peak_box(m, float(self.meta.get("box", DEFAULT_BOX)["relative"]))
-        H, W = pixels.shape[:2]
-        return float(m.max()), Box(x1 * PATCH, y1 * PATCH, min(W, x2 * PATCH), min(H, y2 * PATCH), float(m.max()))
+        return float(m.max()), peak_region(m, float(self.meta.get("box", DEFAULT_BOX)["relative"]), pixels.shape)
 
 
 def peak_box(m: np.ndarray, relative: float) -> tuple[int, int, int, int]:
@@ -150,3 +143,9 @@ def peak_box(m: np.ndarray, relative: float) -> tuple[int, int, int, int]:
     labels, _ = ndimage.label(m >= base + relative * (float(m[y, x]) - base))
     ys, xs = np.nonzero(labels == labels[y, x])
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def peak_region(m: np.ndarray, relative: float, shape: tuple) -> Box:
+    """`peak_box` in the original pixels of an image of `shape` (H, W, ...), scored by the peak."""
+    x1, y1, x2, y2 = peak_box(m, relative)
+    return Box(x1 * PATCH, y1 * PATCH, min(shape[1], x2 * PATCH), min(shape[0], y2 * PATCH), float(m.max()))

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .consistency import PATCH, ConsistencyModel, patches_tensor, peak_box
+from .compact_model import to_batch
+from .consistency import PATCH, ConsistencyModel, peak_region
 from .decode import decode_full
 from .geometry import iou
 from .pseudo import make_pseudo
 from .records import Box
 from .synth import encode_jpeg
+from .train import one_cycle
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def pairs(pool: list, rng: np.random.Generator, n: int):
         a.append(p)
         b.append(q)
         y.append(same)
-    return patches_tensor(a), patches_tensor(b), torch.tensor(y, dtype=torch.float32)
+    return to_batch(a), to_batch(b), torch.tensor(y, dtype=torch.float32)
 
 
 def fit_box(model: ConsistencyModel, pool: list) -> dict:
@@ -93,8 +95,7 @@ def fit_box(model: ConsistencyModel, pool: list) -> dict:
     for rel in BOX_GRID:
         found = 0
         for m, boxes, shape in maps:
-            x1, y1, x2, y2 = peak_box(m, rel)
-            box = Box(x1 * PATCH, y1 * PATCH, min(shape[1], x2 * PATCH), min(shape[0], y2 * PATCH))
+            box = peak_region(m, rel, shape)
             found += any(iou(box, Box(*b)) >= 0.5 for b in boxes)
         recall = found / max(1, len(maps))
         if recall > best_recall:
@@ -127,8 +128,7 @@ def train_consistency(reals: list[np.ndarray], steps: int = 5000, images: int = 
     model.same.to(device).train()
     params = list(model.embed.parameters()) + list(model.same.parameters())
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 2),
-                                                pct_start=max(0.1, 2 / max(steps, 2)))
+    sched = one_cycle(opt, 2e-3, steps)
     t0, acc = time.perf_counter(), []
     for step in range(steps):
         x1, x2, y = (t.to(device) for t in pairs(pool, rng, batch))
@@ -137,7 +137,8 @@ def train_consistency(reals: list[np.ndarray], steps: int = 5000, images: int = 
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         acc.append(float(((logit > 0).float() == y).float().mean()))
         if progress and (step % 250 == 0 or step == steps - 1):
             progress(step + 1, steps, loss.item(), float(np.mean(acc[-250:])))

@@ -94,7 +94,8 @@ def fit_blindspot(real_pixels: list[np.ndarray], steps: int, seed: int, lr: floa
                   device: str = "cpu") -> BlindSpot:
     """Train on 96 px patches of real images (uint8 H x W x 3). Its own random streams, so that
     adding it leaves every other part of a training run as it was."""
-    from .train import _batch, _fit
+    from .compact_model import to_batch
+    from .train import _fit
     usable = [p for p in real_pixels if min(p.shape[:2]) >= 96]
     if not usable:
         raise ValueError("no real training image is 96 px or more a side")
@@ -108,7 +109,7 @@ def fit_blindspot(real_pixels: list[np.ndarray], steps: int, seed: int, lr: floa
         return p[y:y + 96, x:x + 96]
 
     net = BlindSpot().to(device)
-    _fit(net, steps, lr, lambda: (_batch([patch() for _ in range(16)]), None),
+    _fit(net, steps, lr, lambda: (to_batch([patch() for _ in range(16)]), None),
          lambda out, _: out[0][..., 3:-3, 3:-3].mean(), "blind-spot")
     torch.random.set_rng_state(state)
     return net.cpu().eval()

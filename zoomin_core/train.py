@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import perturb
-from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_tensor
+from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_batch, to_tensor
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .pseudo import pseudo_samples
 from .rationale import measure
@@ -137,10 +137,6 @@ def load_labelled(labels: Optional[str] = None, real_dir: Optional[str] = None,
     return samples
 
 
-def _batch(arrays: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
-
-
 def _view_mask(s: Sample, y0: int = 0, x0: int = 0, h: Optional[int] = None, w: Optional[int] = None) -> np.ndarray:
     """Fraction of each view pixel that is generated (boxes scaled to the view), in the window of
     h x w view pixels at (y0, x0) (default: the whole view)."""
@@ -217,15 +213,20 @@ def _patch(samples: list[Sample], positive: bool, size: int, rng: np.random.Gene
     raise RuntimeError("could not sample a training patch; is the labelled set too small?")
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
+    """One-cycle schedule: a tenth of the steps warming up. Its warm-up must span at least one step
+    (10 steps at a tenth divide by zero inside torch); under 3 steps, None: a constant rate."""
+    if steps < 3:
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+
+
 def _fit(net: torch.nn.Module, steps: int, lr: float, make_batch, loss_fn, name: str) -> dict:
     """AdamW with a one-cycle schedule. Batches are made on the CPU and go wherever the net is.
     Returns the seconds spent in all and making batches."""
     device = next(net.parameters()).device
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    # One-cycle: a tenth of the steps warming up. Its warm-up must span at least one step (10
-    # steps at a tenth divide by zero inside torch); under 3 steps, a constant rate.
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps)) \
-        if steps >= 3 else None
+    sched = one_cycle(opt, lr, steps)
     net.train()
     t0, t_batches = time.perf_counter(), 0.0
     for step in range(steps):
@@ -270,7 +271,7 @@ def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng
     labels = torch.cat([torch.ones(half), torch.zeros(half)])
 
     def zoom_batch():
-        return _batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
+        return to_batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
                        for positive in (True, False) for _ in range(half)]), labels
 
     return _fit(model.zoom, cfg.zoom_steps, cfg.lr, zoom_batch,
@@ -299,7 +300,7 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
     def scan_batch():  # per-cell P(generated) on reduced views
         pairs = [_view_crop(train_set[rng.integers(len(train_set))], cfg.view_crop, rng)
                  for _ in range(cfg.batch // 2)]
-        return (_batch([perturb(p[0], rng, cfg.augment) for p in pairs]),
+        return (to_batch([perturb(p[0], rng, cfg.augment) for p in pairs]),
                 torch.from_numpy(np.stack([p[1] for p in pairs])).float())
 
     timing = {"scan": _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan"),
