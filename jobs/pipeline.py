@@ -117,7 +117,6 @@ class _ModelActor:
         # A checkpoint in object storage is fetched once per node into the local cache.
         model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
         self.backend = load_backend(cfg.backend, model, **options)
-        self.cue = load_cue(cfg)
         self.cfg = cfg
         # Built here, in the actor's process: a restarted actor reads what its predecessor left.
         self.guard = CrashGuard()
@@ -130,7 +129,9 @@ class _ModelActor:
 
     def _examine(self, ps: list[Prepared]) -> list:
         """Both stages (in the zoom actor: for a copy whose original's row never came)."""
-        return self._guarded(ps, lambda backend, items, cfg: examine(backend, items, cfg, self.cue))
+        # The check's weights load on first use (cached per process): scan actors of split plans
+        # never need them.
+        return self._guarded(ps, lambda backend, items, cfg: examine(backend, items, cfg, load_cue(self.cfg)))
 
 
 class Examiner(_ModelActor):
