@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .compact_model import to_batch
@@ -26,7 +27,7 @@ from .geometry import iou
 from .pseudo import make_pseudo
 from .records import Box
 from .synth import encode_jpeg
-from .train import one_cycle
+from .train import _fit
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,18 @@ def pairs(pool: list, rng: np.random.Generator, n: int):
     return to_batch(a), to_batch(b), torch.tensor(y, dtype=torch.float32)
 
 
+class _PairNet(nn.Module):
+    """The check's two nets as one module for `train._fit`: (n, 2, 3, h, w) patch pairs -> logits
+    that each pair went through the same process."""
+
+    def __init__(self, model: ConsistencyModel):
+        super().__init__()
+        self.embed, self.same = model.embed, model.same
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.same(self.embed(x[:, 0]), self.embed(x[:, 1]))
+
+
 def fit_box(model: ConsistencyModel, pool: list) -> dict:
     """The map -> box setting with the best recall of altered regions at IoU 0.5 on `pool`, and how
     often the map's peak lies in an altered region."""
@@ -124,27 +137,21 @@ def train_consistency(reals: list[np.ndarray], steps: int = 5000, images: int = 
     log.info("consistency: %d altered images to train on, %d to fit the box (%.0f s)", len(pool), len(held),
              time.perf_counter() - t0)
     model = ConsistencyModel()
-    model.embed.to(device).train()
-    model.same.to(device).train()
-    params = list(model.embed.parameters()) + list(model.same.parameters())
-    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-    sched = one_cycle(opt, 2e-3, steps)
-    t0, acc = time.perf_counter(), []
-    for step in range(steps):
-        x1, x2, y = (t.to(device) for t in pairs(pool, rng, batch))
-        logit = model.same(model.embed(x1), model.embed(x2))
-        loss = F.binary_cross_entropy_with_logits(logit, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
+    net = _PairNet(model).to(device)
+    acc: list[float] = []
+
+    def batch_of_pairs():
+        x1, x2, y = pairs(pool, rng, batch)
+        return torch.stack([x1, x2], 1), y
+
+    def on_step(step, logit, y, loss):
         acc.append(float(((logit > 0).float() == y).float().mean()))
         if progress and (step % 250 == 0 or step == steps - 1):
             progress(step + 1, steps, loss.item(), float(np.mean(acc[-250:])))
-    train_s = time.perf_counter() - t0
-    model.embed.cpu()
-    model.same.cpu()
+
+    train_s = _fit(net, steps, 2e-3, batch_of_pairs, F.binary_cross_entropy_with_logits, "consistency",
+                   on_step)["seconds"]
+    net.cpu()
     model.eval()
     box = fit_box(model, held)
     model.meta = {"version": version, "steps": steps, "batch": batch, "seed": seed, "train_photos": len(reals),

@@ -221,8 +221,9 @@ def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
 
 
-def _fit(net: torch.nn.Module, steps: int, lr: float, make_batch, loss_fn, name: str) -> dict:
+def _fit(net: torch.nn.Module, steps: int, lr: float, make_batch, loss_fn, name: str, on_step=None) -> dict:
     """AdamW with a one-cycle schedule. Batches are made on the CPU and go wherever the net is.
+    `on_step(step, output, target, loss)`, if given, sees each step's result (0-based step).
     Returns the seconds spent in all and making batches."""
     device = next(net.parameters()).device
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -235,12 +236,15 @@ def _fit(net: torch.nn.Module, steps: int, lr: float, make_batch, loss_fn, name:
         t_batches += time.perf_counter() - tb
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True) if y is not None else None
-        loss = loss_fn(net(x), y)
+        out = net(x)
+        loss = loss_fn(out, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if sched is not None:
             sched.step()
+        if on_step is not None:
+            on_step(step, out, y, loss)
         if step % 100 == 0 or step == steps - 1:
             log.info("%s step %d/%d loss %.4f", name, step + 1, steps, loss.item())
     # On a GPU the batches made on the CPU can be most of the time: say how much.
