@@ -29,13 +29,12 @@ import numpy as np
 
 from jobs.evaluate import format_report, run_evaluate
 from zoomin_core.calibrate import calibrate, run_samples
-from zoomin_core.compact_model import RESIDUALS, CompactModel
+from zoomin_core.compact_model import CompactModel
 from zoomin_core.decode import DecodeConfig
 from zoomin_core.evaluate import roc_auc
 from zoomin_core.generators import FAMILIES
 from zoomin_core.schema import rows_to_table
 from zoomin_core.synth import SynthConfig, synthesize
-from zoomin_core.surprise import fit_blindspot
 from zoomin_core.train import TrainConfig, load_labelled, train
 
 
@@ -86,24 +85,15 @@ def main() -> None:
     ap.add_argument("--families", default="all", help="families to hold out, comma-separated, or 'all'")
     ap.add_argument("--scan-steps", type=int, default=TrainConfig.scan_steps)
     ap.add_argument("--zoom-steps", type=int, default=TrainConfig.zoom_steps)
-    ap.add_argument("--pseudo", type=float, default=TrainConfig.pseudo,
-                    help="generator-agnostic pseudo-fakes per real training image (see zoomin_core/pseudo.py)")
-    ap.add_argument("--augment", type=float, default=TrainConfig.augment,
-                    help="probability of each training-patch perturbation (see zoomin_core/augment.py)")
     ap.add_argument("--seed", type=int, default=TrainConfig.seed,
                     help="training seed of every model trained here (runs differing only in it show the "
                          "spread of one recipe; benchmarks/ensemble.py averages their scores)")
     ap.add_argument("--weights", default=None,
                     help="the all-families model to evaluate (e.g. the shipped weights, made by `zoomin train` "
                          "on the same set); default: train it here")
-    ap.add_argument("--surprise-steps", type=int, default=TrainConfig.surprise_steps,
-                    help="train the real-photo model (surprise.py) for this many steps, once: it sees only the "
-                         "train split's real images, the same for every held-out family (default 0: off)")
     ap.add_argument("--view-size", type=int, default=DecodeConfig.view_max_side,
                     help="longest side of the scan view the models learn on and are scored with "
                          f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side})")
-    ap.add_argument("--residual", choices=RESIDUALS, default=TrainConfig.residual,
-                    help="what both nets see (zoomin train --residual)")
     ap.add_argument("--held-out-only", action="store_true",
                     help="only the leave-one-family-out models: no all-families model, in-distribution or "
                          "shortcut steps")
@@ -113,13 +103,10 @@ def main() -> None:
     labels_path = data / "labels.jsonl"
     if not labels_path.exists():
         synthesize(data, SynthConfig())
-    cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, pseudo=a.pseudo, augment=a.augment,
-                      seed=a.seed, surprise_steps=a.surprise_steps, residual=a.residual)
+    cfg = TrainConfig(scan_steps=a.scan_steps, zoom_steps=a.zoom_steps, seed=a.seed)
     t0 = time.perf_counter()
     everything = load_labelled(str(labels_path), decode=DecodeConfig(view_max_side=a.view_size))
     print(f"loaded {len(everything)} images in {time.perf_counter() - t0:.0f}s", flush=True)
-    blind_spot = (fit_blindspot([s.full for s in everything if s.split == "train" and s.label == 0], a.surprise_steps,
-                                a.seed) if a.surprise_steps else None)
     present = {s.source for s in everything} - {"real"}   # the families this set was made with
     families = ([f for f in FAMILIES if f in present] if a.families == "all" else a.families.split(","))
     evaluation = [s for s in everything if s.split in ("test", "holdout")]
@@ -131,7 +118,7 @@ def main() -> None:
         if held == "none" and a.weights:
             model = CompactModel.load(a.weights)
         else:
-            model = train(fit_set, cfg, {"version": f"without-{held}", "view_size": a.view_size}, blind_spot)
+            model = train(fit_set, cfg, {"version": f"without-{held}", "view_size": a.view_size})
             calibrate(model, fit_set)
             if held != "none":  # kept, so that later figures need no retraining
                 model.save(out / f"without-{held}.safetensors")

@@ -42,7 +42,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model = CompactModel.load(a.weights)
         # initialised before the seed is set, as the README's runs were made; seeing what the kept scan sees
-        model.zoom = ZoomNet(residual=model.meta.get("residual", "plain"))
+        model.zoom = ZoomNet()
         torch.manual_seed(a.seed)
         fit_zoom(model, train_set, TrainConfig(zoom_steps=steps, seed=a.seed), np.random.default_rng(a.seed))
         calibrate(model, samples)

@@ -100,7 +100,7 @@ def join(results: list[dict], labels: list[dict]) -> tuple[list[Item], int]:
             boxes=tuple((b["x1"], b["y1"], b["x2"], b["y2"]) for b in row["boxes"] or []),
             ref_boxes=tuple(tuple(b[:4]) for b in lab.get("boxes") or []),
             kind=lab.get("kind") or "", source=lab.get("source") or "", split=lab.get("split") or "",
-            width=row["width"] or 0, height=row["height"] or 0, consistency=row.get("consistency")))
+            width=row["width"] or 0, height=row["height"] or 0))
     return items, missing
 
 
@@ -115,7 +115,7 @@ COLUMNS = ("images", "errors", "accuracy", "first_accuracy", "precision", "recal
 
 
 def format_report(rep: dict) -> str:
-    columns = COLUMNS + (("consistency_auc",) if "consistency_auc" in rep["overall"] else ())
+    columns = COLUMNS
     lines = ["group".ljust(22) + "".join(c.rjust(15) for c in columns)]
     rows = [("overall", rep["overall"])]
     for g in GROUPS:

@@ -99,27 +99,6 @@ def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), 
             raise ModelError(f"--model {model}: incomplete checkpoint, missing {', '.join(missing)}")
 
 
-def check_consistency(weights: Optional[str], storage: StorageConfig = StorageConfig()) -> None:
-    """Fail early when --consistency names weights that are not there or are not the check's."""
-    if not weights:
-        return
-    if is_remote(weights):
-        try:
-            folder = _remote_files(weights, storage)[3]
-        except ModelError as e:  # its messages name --model
-            raise ModelError(str(e).replace("--model", "--consistency", 1)) from None
-        if folder:
-            raise ModelError(f"--consistency {weights}: give the weights file, not a folder")
-        return
-    from zoomin_core.consistency import ConsistencyModel
-    try:
-        ConsistencyModel.load(weights)
-    except (FileNotFoundError, ValueError) as e:
-        raise ModelError(f"--consistency: {e}") from None
-    except Exception as e:  # noqa: BLE001 - safetensors' own errors for a file that is not one
-        raise ModelError(f"--consistency {weights}: not a readable weights file ({e})") from None
-
-
 def fetch_model(uri: str, storage: StorageConfig = StorageConfig(),
                 cache: Optional[Path] = None) -> tuple[str, bool]:
     """Local path of the checkpoint at `uri`, and whether this call downloaded it.

@@ -129,9 +129,7 @@ class _ModelActor:
 
     def _examine(self, ps: list[Prepared]) -> list:
         """Both stages (in the zoom actor: for a copy whose original's row never came)."""
-        # The check's weights load on first use (cached per process): scan actors of split plans
-        # never need them.
-        return self._guarded(ps, lambda backend, items, cfg: examine(backend, items, cfg, load_cue(self.cfg)))
+        return self._guarded(ps, examine)
 
 
 class Examiner(_ModelActor):
@@ -224,28 +222,10 @@ class Scanner(_ModelActor):
         return _pack(items, batch.column("extra").to_pylist())
 
 
-_CUES: dict = {}
-
-
-def load_cue(cfg: JobConfig):
-    """The self-consistency check's model for `--consistency`, or None; loaded once per process
-    (a checkpoint in object storage is fetched once per node, as --model is)."""
-    uri = cfg.examine.consistency
-    if not uri:
-        return None
-    if uri not in _CUES:
-        from zoomin_core.consistency import ConsistencyModel
-
-        from .models import fetch_model
-        _CUES[uri] = ConsistencyModel.load(uri if uri == "default" else fetch_model(uri, cfg.source.storage)[0])
-    return _CUES[uri]
-
-
 def cut_crops(batch: pa.Table, cfg: JobConfig) -> pa.Table:
-    """CPU task between the split stages: full-resolution decode, the self-consistency check
-    (with --consistency) and cropping."""
+    """CPU task between the split stages: full-resolution decode and cropping."""
     items, extras = _unpack(batch)
-    return _pack(crop_stage(items, cfg.examine, load_cue(cfg)), extras)
+    return _pack(crop_stage(items, cfg.examine), extras)
 
 
 class Zoomer(_ModelActor):

@@ -12,9 +12,12 @@ Same command again on the same --out:
   - the last run did not finish (killed)  -> resume: plan minus the uris already in the output
   - the last run finished                 -> refused, unless --incremental (only new uris) or
                                              --rescan (clear the results, scan everything)
-  - another job wrote it (SRC, backend,   -> refused, unless --overwrite
-    stages or input format differ)
-A changed --model or prompt version is reported; the earlier rows keep theirs.
+  - another job wrote it (SRC or input    -> refused, unless --overwrite
+    format differ)
+  - a setting that changes a row differs  -> resume and --incremental are refused, naming the
+    (backend, model, prior, stages, view     setting: rows made under two settings would be mixed
+    size, boxes, margin, limits, vlm         in one output; --rescan (redo every row under the
+    options: `SETTINGS`)                     new settings) or --overwrite
 """
 from __future__ import annotations
 
@@ -43,8 +46,12 @@ RUNS_DIR = "_runs"
 # whether or not the last one ended; a crashed driver must not block its resume for long).
 HEARTBEAT_S = 30.0
 STALE_S = 120.0
-# What makes two runs the same job; model and prompts may change between nightly runs.
-IDENTITY = ("src", "backend", "stages", "input_format", "image_column")
+# What an output is the results of: another SRC is another job.
+IDENTITY = ("src", "input_format", "image_column")
+# Every setting that changes what a row says (jobs/scan.py `job_identity` fills them): a resumed
+# or incremental run must use the same, or the output would mix rows made two ways.
+SETTINGS = ("backend", "model", "model_sha256", "prompt_version", "prior", "stages", "view_size", "max_boxes",
+            "margin", "min_crop_side", "max_pixels", "max_bytes", "vlm")
 
 
 @dataclass
@@ -182,11 +189,17 @@ def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: b
         else:
             raise OutputError(f"{out.uri} already holds a complete run of this job; pass --incremental to "
                               "scan only images added since, --rescan to scan everything again, or choose a new --out")
-        for key, what in (("model", "--model"), ("prompt_version", "prompt version"), ("prior", "--prior"),
-                          ("consistency", "--consistency")):
-            if before.get(key) != job.get(key):
-                run.notes.append(f"{what} changed since the last run ({before.get(key)!r} -> "
-                                 f"{job.get(key)!r}); earlier rows keep theirs (--rescan redoes them)")
+        changed = [k for k in SETTINGS if before.get(k) != job.get(k)]
+        if changed and run.mode != "rescan":
+            was = "; ".join(f"{k} was {before[k]!r}, now {job.get(k)!r}" if k in before else
+                            f"{k} is {job.get(k)!r} now and was not recorded (an earlier version wrote it)"
+                            for k in changed)
+            raise OutputError(f"{out.uri} was made with other settings ({was}); its rows and this run's would "
+                              f"differ in how they were made. Pass --rescan to scan everything again with these "
+                              f"settings, use the earlier settings, or choose a new --out")
+        for k in changed:
+            run.notes.append(f"{k} changed since the last run ({before.get(k)!r} -> {job.get(k)!r}); "
+                             "--rescan redoes every row with the new setting")
     if files and (overwrite or rescan):
         run.mode = "overwrite" if overwrite else "rescan"
         run.clear = True

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import dedupe, runs
-from .models import check_consistency, check_model
+from .models import check_model
 from .pipeline import JobConfig, build
 from .plan import make_plan
-from .sinks import Summary, make_parquet_sink, open_output, result_files, summarise, summary_record
+from .progress import Progress
+from .sinks import RowCounter, Summary, make_parquet_sink, open_output, result_files, summarise, summary_record
 from .sources import KIND_PARQUET, KIND_TAR, SourceError, plan_manifest, plan_source, unlisted_folders
 from .watchdog import Stalled, Watchdog
 
@@ -34,16 +35,22 @@ class RayConfig:
     batch_size: Optional[int] = None
     split_stages: Optional[bool] = None   # None: split scan and zoom pools when actors use GPUs
     progress: bool = True
+    progress_every: float = 30.0   # seconds between progress lines in a log (a terminal redraws in place)
+    verbose: bool = False          # Ray's own progress bars and log lines too
     stall_s: float = 300.0    # after a lost node, restart what remains when nothing was committed this long
     max_restarts: int = 3
 
 
 def _init_ray(rc: RayConfig):
+    if not rc.verbose:
+        from . import quiet
+        quiet.install()   # before Ray starts: its processes inherit the filtered stderr
     import ray
     import ray.data  # noqa: F401 - run_scan uses ray.data through the returned module
     if ray.is_initialized():
         return ray
-    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
+    # ERROR: not Ray's notice that token authentication is on for the cluster it starts.
+    kwargs = dict(logging_level=logging.INFO if rc.verbose else logging.ERROR, log_to_driver=True)
     # A job submitted through the Jobs API finds its cluster in RAY_ADDRESS.
     address = rc.address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -52,18 +59,43 @@ def _init_ray(rc: RayConfig):
         # "local": a new cluster of our own even when another Ray runs on this machine; without it
         # ray.init() joins that one (found through /tmp/ray) and then refuses num_cpus.
         ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+    if not rc.verbose:
+        # Ray Data's plan and "execution finished" lines, and its note that its bars are off.
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ray
 
 
 def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) -> dict:
-    prompts = None
+    """What this run's output is the results of, and every setting that changes a row
+    (runs.IDENTITY and runs.SETTINGS): written to the run record, compared on resume."""
+    prompts, vlm = None, None
     if cfg.backend == "vlm":
         from zoomin_core.backends.vlm import load_prompts
         prompts = load_prompts(cfg.backend_options.get("prompts"))["version"]
-    return {"src": f"manifest:{manifest}" if manifest else src, "backend": cfg.backend,
-            "stages": cfg.examine.stages, "input_format": cfg.source.input_format,
-            "image_column": cfg.source.image_column, "model": cfg.model or "default", "prompt_version": prompts,
-            "prior": cfg.backend_options.get("prior"), "consistency": cfg.examine.consistency}
+        vlm = {k: v for k, v in sorted(cfg.backend_options.items()) if k not in ("prompts", "max_boxes")}
+    ex = cfg.examine
+    return {"src": f"manifest:{manifest}" if manifest else src, "input_format": cfg.source.input_format,
+            "image_column": cfg.source.image_column,
+            "backend": cfg.backend, "model": cfg.model or "default", "model_sha256": model_digest(cfg),
+            "prompt_version": prompts, "prior": cfg.backend_options.get("prior"), "stages": ex.stages,
+            "view_size": ex.decode.view_max_side, "max_boxes": ex.max_boxes, "margin": ex.margin,
+            "min_crop_side": ex.min_crop_side, "max_pixels": ex.decode.max_pixels,
+            "max_bytes": cfg.source.max_bytes, "vlm": vlm}
+
+
+def model_digest(cfg: JobConfig) -> Optional[str]:
+    """sha256 of a compact weights file read from this machine (the bundled one by default), so a
+    new file under the same path counts as another model; None for checkpoint folders and object
+    storage (their path stands for them)."""
+    import hashlib
+    from pathlib import Path
+    if cfg.backend != "compact" or (cfg.model and "://" in cfg.model):
+        return None
+    from zoomin_core.compact_model import DEFAULT_WEIGHTS
+    path = Path(cfg.model) if cfg.model else DEFAULT_WEIGHTS
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayConfig(),
@@ -77,13 +109,23 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     if units.num_rows == 0:
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
     check_model(cfg.model, storage, cfg.backend)
-    check_consistency(cfg.examine.consistency, storage)
     output = open_output(out, storage)
     decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
+    if decision.mode == "incremental" and not runs.remaining(units, runs.read_done(output)).num_rows:
+        # Nothing new: no cluster, no run record, no work started for nothing.
+        print(f"zoomin: incremental: every one of the {units.num_rows} input(s) already has its row in "
+              f"{output.uri}; nothing to scan", flush=True)
+        return summarise(output, Summary(src=manifest or src or "", out=output.uri, inputs=units.num_rows,
+                                         backend=cfg.backend, stages=cfg.examine.stages, mode="incremental"),
+                         units.column("uri").to_pylist(),
+                         {u for u, k in zip(units.column("uri").to_pylist(), units.column("kind").to_pylist())
+                          if k in (KIND_TAR, KIND_PARQUET)})
     # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.
     ray = _init_ray(rc)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = rc.progress
+    # Ray Data's bars count blocks of a stream of unknown length ("Total Progress: 0/?" every
+    # few seconds in a log); zoomin's own line counts images. --verbose shows Ray's too.
+    ctx.enable_progress_bars = rc.progress and rc.verbose
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
     plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
                      gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
@@ -110,7 +152,8 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()
-    with runs.Heartbeat(output, run.record):
+    total = None if shards else todo.num_rows   # a shard holds an unknown number of images
+    with runs.Heartbeat(output, run.record), _progress(rc, RowCounter(output, run.run_id), total):
         _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
@@ -123,6 +166,13 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
                                "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                **summary_record(summary)})
     return summary
+
+
+def _progress(rc: RayConfig, counter, total):
+    import contextlib
+    if not rc.progress or total == 0:
+        return contextlib.nullcontext()
+    return Progress(counter, total, every=rc.progress_every)
 
 
 class ScanStalled(RuntimeError):

@@ -103,6 +103,22 @@ def make_parquet_sink(out: Output, rows_per_file: Optional[int], run_id: str):
     return ParquetResults()
 
 
+class RowCounter:
+    """Rows committed under `out` in files whose name starts with part-<run_id> (this run's, and
+    its restarts'), each file's count read once from its Parquet footer: callable, for progress."""
+
+    def __init__(self, out: Output, run_id: str):
+        self.out, self.prefix, self.rows = out, f"part-{run_id}", {}
+
+    def __call__(self) -> int:
+        fs = self.out.fs
+        for path in result_files(self.out):
+            if path not in self.rows and path.rsplit("/", 1)[-1].startswith(self.prefix):
+                with fs.open(path, "rb") as f:
+                    self.rows[path] = pq.ParquetFile(f).metadata.num_rows
+        return sum(self.rows.values())
+
+
 def result_files(out: Output) -> list[str]:
     fs = out.fs
     # What is there now: s3fs caches listings, and then even answers `info` (which the Parquet

@@ -16,4 +16,6 @@ if [ "${ZOOMIN_TORCH:-cpu}" != "skip" ] && ! python -c "import torch" 2>/dev/nul
   # may pick a multi-GB CUDA build on a machine that has no GPU.
   python -m pip install -q "torch==${ZOOMIN_TORCH_VERSION:-2.13.0}"
 fi
-python -m pip install -q -e ".[${extras}]"
+# A regular install (not -e): an editable one prints setuptools warnings on every install.
+# After changing the code, run this script again (demo.sh and test.sh do).
+python -m pip install -q ".[${extras}]"

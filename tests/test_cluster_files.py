@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from jobs.cli import build_parser
+from jobs.args import build_parser
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 RAYJOB_SPEC = {"entrypoint", "runtimeEnvYAML", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",

@@ -1,6 +1,5 @@
 """`zoomin evaluate` on a small hand-made results file gives the metrics computed by hand."""
 import json
-from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
@@ -146,22 +145,3 @@ def test_ece_floor_is_what_a_calibrated_model_scores_at_that_size():
     assert ece_floor(np.array([0.0, 1.0, 1.0])) == 0.0      # certain scores: no sampling error
     assert ece_floor(np.array([])) is None
     assert metrics([Item(label=1, status="ok", score=0.7, verdict="generated", initial_verdict="generated")])["ece_floor"] > 0
-
-
-def test_consistency_auc_is_reported_only_for_scans_that_ran_the_check(tmp_path, capsys):
-    # Scores 0.6 and 0.3 for the two generated images, 0.4 and (no judgement) for the real ones:
-    # pairs (0.6 > 0.4) right, (0.3 < 0.4) wrong -> ROC-AUC 1/2; the image without a score is left out.
-    rows = [replace(_row(f"/x/{n}.jpg", score=0.5, verdict="real", initial="real"), consistency=c)
-            for n, c in (("a", 0.6), ("b", 0.3), ("c", 0.4), ("d", None))]
-    res = tmp_path / "results"
-    res.mkdir()
-    pq.write_table(rows_to_table(rows), res / "part-0.parquet")
-    lab = tmp_path / "labels.jsonl"
-    lab.write_text("".join(json.dumps({"uri": f"/x/{n}.jpg", "label": y}) + "\n"
-                           for n, y in (("a", "generated"), ("b", "generated"), ("c", "real"), ("d", "real"))))
-    out = tmp_path / "rep.json"
-    assert main(["evaluate", str(res), "--labels", str(lab), "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["overall"]["consistency_auc"] == pytest.approx(0.5)
-    assert "consistency_auc" in capsys.readouterr().out
-    plain = metrics([Item(label=1, status="ok", score=0.7, verdict="generated", initial_verdict="generated")])
-    assert "consistency_auc" not in plain

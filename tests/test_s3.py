@@ -176,16 +176,6 @@ def test_weights_from_s3_are_cached_per_node(ray_local, s3, tmp_path, capsys):
     assert main(["scan", "--out", f"s3://{out}/w2", "--model", f"s3://{bucket}/nothing/",
                  "--endpoint-url", s3.endpoint]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
-    # The self-consistency check's weights come from object storage the same way (crop tasks).
-    from zoomin_core.consistency import DEFAULT_CONSISTENCY
-    s3.put(bucket, "consistency/c.safetensors", DEFAULT_CONSISTENCY.read_bytes())
-    assert main(["scan", "--out", f"s3://{out}/c", "--consistency", f"s3://{bucket}/consistency/c.safetensors",
-                 "--split-stages", "on", "--no-progress", "--endpoint-url", s3.endpoint]) == 0
-    rows = _results(s3, f"s3://{out}/c")
-    assert rows and all((r["consistency"] is not None) == (r["status"] == "ok") for r in rows)
-    assert main(["scan", "--out", f"s3://{out}/c2", "--consistency", f"s3://{bucket}/consistency/none.safetensors",
-                 "--endpoint-url", s3.endpoint]) == 2
-    assert "--consistency s3://" in capsys.readouterr().err
 
 
 def test_sigkill_then_resume_on_s3(s3):

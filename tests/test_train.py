@@ -62,10 +62,10 @@ def test_nets_learn_on_the_device_asked_and_come_back_on_the_cpu():
     samples += [sample(rng, 1) for _ in range(2)]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     # 10 steps once made torch's one-cycle schedule divide by zero; 2 steps have none
-    cfg = TrainConfig(scan_steps=10, zoom_steps=2, batch=8, surprise_steps=3)
+    cfg = TrainConfig(scan_steps=10, zoom_steps=2, batch=8)
     for device in devices:
         model = train(samples, cfg, device=device)
-        for net in (model.scan, model.zoom, model.surprise):
+        for net in (model.scan, model.zoom):
             assert {p.device.type for p in net.parameters()} == {"cpu"}
         timing = model.meta["train_timing"]
         assert (timing["scan"]["steps"], timing["zoom"]["steps"]) == (10, 2)

@@ -3,8 +3,10 @@ report on the splits never used for fitting ("test": in distribution; "holdout":
 seen). Both scores become probabilities thresholded at 0.5:
 
   first look:  P(generated) = sigmoid(a * max cell logit of the scan map + b)
-  final:       P(generated) = sigmoid(u * f + v * z + w * f * z + c), f = logit(first look),
-               z = logit(best crop)
+  each region: P(generated) = sigmoid(c * pooled zoom logit of its crop + d)
+  final:       P(generated) = sigmoid((1 - w) * logit(first look) + w * logit(best region)),
+               w in [0, 1]: a weighted mean of the two looks in log-odds (compact_model.fuse),
+               so the final score always lies between the looks a rationale names.
 """
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .backends.compact import CompactBackend
-from . import surprise
-from .compact_model import DEFAULT_BOXES, CompactModel, fusion_features, pool_logits, proposals, to_tensor
+from .compact_model import DEFAULT_BOXES, CompactModel, fuse, logit, proposals
 from .decode import DecodeConfig, prepare
 from .evaluate import Item, metrics
 from .geometry import iou
@@ -79,29 +80,6 @@ def fit_boxes(backend: CompactBackend, calib: list[Sample]) -> dict:
     return best
 
 
-def fit_surprise_head(model: CompactModel, calib: list[Sample]) -> dict:
-    """The real-photo model's head (surprise.py): standardisation and a logistic regression of
-    its seven statistics on crops of the calib split, and the mean and spread of its logit and
-    of the zoom net's logit on real crops, which put the two opinions on one scale."""
-    pairs = [(s.label, win) for s, win in surprise.region_windows(calib) if min(win.shape[:2]) >= surprise.MIN_SIDE]
-    labels = np.array([lab for lab, _ in pairs])
-    stats, zoom = [], []
-    with torch.inference_mode():
-        for _, win in pairs:
-            x = to_tensor(win)
-            stats.append(surprise.crop_stats(model.surprise, x)[0])
-            zoom.append(float(pool_logits(model.zoom(x))[0]))
-    stats, zoom, real = np.array(stats), np.array(zoom), labels == 0
-    mean, std = stats[real].mean(0), stats[real].std(0) + 1e-9
-    head = {"mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
-            "weights": fit_logistic((stats - mean) / std, labels), "real_s": [0.0, 1.0],
-            "real_z": [round(float(zoom[real].mean()), 6), round(float(zoom[real].std() + 1e-9), 6)]}
-    s = surprise.head_logits(stats, head)
-    head["real_s"] = [round(float(s[real].mean()), 6), round(float(s[real].std() + 1e-9), 6)]
-    log.info("surprise head: %d calib crops (%d real)", len(pairs), int(real.sum()))
-    return head
-
-
 def run_samples(model: CompactModel, samples: list[Sample], stages: str = "scan,zoom",
                 batch: int = 16) -> list[ResultRow]:
     """The samples through the same chain the job runs (in this process)."""
@@ -122,6 +100,37 @@ def items(samples: list[Sample], rows: list[ResultRow]) -> list[Item]:
                  kind=s.kind, source=s.source, width=s.width, height=s.height) for s, r in zip(samples, rows)]
 
 
+def fit_zoom_weight(first: np.ndarray, best: np.ndarray, labels: np.ndarray) -> float:
+    """The w in [0, 1] (steps of 0.01) with the least log-loss of fuse(first, best, w) on the
+    calib split."""
+    def loss(w: float) -> float:
+        p = np.clip([fuse(f, b, w) for f, b in zip(first, best)], 1e-9, 1 - 1e-9)
+        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    return min(np.round(np.linspace(0, 1, 101), 2), key=loss)
+
+
+def cue_auc(model: CompactModel, rows: list[ResultRow], calib: list[Sample]) -> dict:
+    """ROC-AUC, on the calib split, of each rationale statistic of each image's best region
+    against its label: which statistics carry signal the rationale may quote."""
+    from .evaluate import roc_auc
+    from .geometry import region_box
+    from .decode import decode_full
+    from .rationale import measure
+    stats, labels = [], []
+    backend = CompactBackend(model=model)
+    for s, r in zip(calib, rows):
+        if not r.boxes:
+            continue
+        full = decode_full(s.data)
+        b = region_box(r.boxes[0], s.width, s.height, 0.15, 64)
+        window = backend._window(full[int(b.y1):int(b.y2), int(b.x1):int(b.x2)])
+        stats.append(measure(window))
+        labels.append(s.label)
+    y = np.array(labels)
+    return {name: round(float(roc_auc(y, np.array([getattr(c, name) for c in stats]))), 4)
+            for name in ("detail", "periodicity")} if len(set(labels)) == 2 else {}
+
+
 def calibrate(model: CompactModel, samples: list[Sample]) -> None:
     calib = [s for s in samples if s.split == "calib"]
     if not calib:
@@ -130,29 +139,32 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
     labels = np.array([s.label for s in calib])
     n_gen = int(labels.sum())
     if min(n_gen, len(labels) - n_gen) < MIN_CALIB_PER_LABEL:
-        # Six parameters fitted on a handful of images move a lot from one draw to the next (at
+        # Parameters fitted on a handful of images move a lot from one draw to the next (at
         # 150 images in all, visibly between two random splits of the synthetic set).
         log.warning("the calib split holds %d real and %d generated images: scores calibrated on so few are "
                     "unreliable; give it at least %d of each (with --real/--generated folders, 1 file in 10 "
                     "calibrates)", len(labels) - n_gen, n_gen, MIN_CALIB_PER_LABEL)
-    for key in ("scan_calibration", "fusion", "boxes", "surprise"):
+    for key in ("scan_calibration", "fusion", "boxes", "surprise", "zoom_calibration", "zoom_weight", "cue_auc"):
         model.meta.pop(key, None)
     model.meta["threshold"] = 0.5
     backend = CompactBackend(model=model)
     max_logit = np.array([m.max() for m in backend.scan_logits([View(s.view, 1.0, 1.0) for s in calib])])
     model.meta["scan_calibration"] = fit_logistic(max_logit[:, None], labels)
     model.meta["boxes"] = fit_boxes(backend, calib)  # its maps read the calibration just fitted
-    if model.surprise is not None:  # before the fusion: it changes the crop scores the fusion reads
-        if len({s.label for s in calib}) == 2:
-            model.meta["surprise"] = fit_surprise_head(model, calib)
-        else:
-            log.warning("the calib split lacks real or generated images: the real-photo model is left unused")
+    # Region scores: the zoom net's raw probability (no calibration yet) -> Platt scaling of the
+    # best region's logit per image.
+    rows = run_samples(model, calib)
+    raw_best = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
+    model.meta["zoom_calibration"] = fit_logistic(logit(raw_best, 1e-6)[:, None], labels)
     rows = run_samples(model, calib)
     first = np.array([r.initial_score for r in rows])
-    crop = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
-    model.meta["fusion"] = fit_logistic(fusion_features(first, crop), labels)
+    best = np.array([max((b.score for b in r.boxes), default=r.initial_score) for r in rows])
+    model.meta["zoom_weight"] = float(fit_zoom_weight(first, best, labels))
+    model.meta["cue_auc"] = cue_auc(model, rows, calib)
     model.meta["calib_images"] = len(calib)
     model.meta["calib_generated_share"] = round(float(labels.mean()), 4)  # the prior the scores carry
+    log.info("calibration: zoom %s, zoom weight %.2f, rationale statistics' ROC-AUC %s",
+             model.meta["zoom_calibration"], model.meta["zoom_weight"], model.meta["cue_auc"])
 
 
 def validate(model: CompactModel, samples: list[Sample]) -> dict:

@@ -24,34 +24,12 @@ SCAN_STRIDE = 8
 ZOOM_STRIDE = 4
 
 
-# What the nets see (weights record it as meta["residual"]): "plain", the high-pass residual;
-# "local", that residual divided by its own RMS over the surrounding 9x9 pixels (all channels).
-RESIDUALS = ("plain", "local")
-LOCAL_WINDOW = 9
-LOCAL_FLOOR = 0.03   # ~1 grey level of RMS (in the x8 units below): flatter areas are not amplified
-
-
 class HighPass(nn.Module):
-    """x - mean3x3(x), scaled: a fixed, parameter-free residual filter. With `local`, each pixel's
-    residual is divided by the residual's RMS around it: what is left is the residual's structure
-    (grain, correlation between neighbours, periodicity) at any level of detail. A smooth area of a
-    photo (defocus, a wall) then looks as much like a camera as a textured one, where the plain
-    residual shows it as "little detail", the trace the smoothing generator families leave."""
-
-    def __init__(self, local: bool = False):
-        super().__init__()
-        self.local = local
+    """x - mean3x3(x), scaled: a fixed, parameter-free residual filter."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0, 1]
         blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        r = (x - blur) * 8.0
-        if not self.local:
-            return r
-        k, n = LOCAL_WINDOW // 2, LOCAL_WINDOW
-        energy = F.pad((r * r).mean(1, keepdim=True), (k, k, k, k), mode="replicate")
-        # the 9x9 mean as a 1x9 then a 9x1 one: the same to 1e-6, 2.5x faster on a 768 px view
-        energy = F.avg_pool2d(F.avg_pool2d(energy, (1, n), stride=1), (n, 1), stride=1)
-        return r / torch.sqrt(energy + LOCAL_FLOOR ** 2)
+        return (x - blur) * 8.0
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -62,9 +40,9 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ScanNet(nn.Module):
-    def __init__(self, width: int = 32, residual: str = "plain"):
+    def __init__(self, width: int = 32):
         super().__init__()
-        self.hp = HighPass(local=residual == "local")
+        self.hp = HighPass()
         self.body = nn.Sequential(_conv(3, 16), _conv(16, width, 2), _conv(width, width, 2),
                                   _conv(width, width, 2), _conv(width, width))
         self.head = nn.Conv2d(width, 1, 1)
@@ -74,9 +52,9 @@ class ScanNet(nn.Module):
 
 
 class ZoomNet(nn.Module):
-    def __init__(self, width: int = 32, residual: str = "plain"):
+    def __init__(self, width: int = 32):
         super().__init__()
-        self.hp = HighPass(local=residual == "local")
+        self.hp = HighPass()
         self.body = nn.Sequential(_conv(3, 16), _conv(16, 16), _conv(16, width, 2),
                                   _conv(width, width), _conv(width, width, 2), _conv(width, width))
         self.head = nn.Conv2d(width, 1, 1)
@@ -101,14 +79,14 @@ def logit(p, eps: float = 1e-4):
     return np.log(p / (1 - p))
 
 
-def fusion_features(scan_score, zoom_score) -> np.ndarray:
-    """What the final score's logistic reads: the logits of the first look and of the best crop,
-    and their product. The product lets the two count more when they agree and less when they
-    do not (a zoom that clears a spot the first look was unsure of). Chosen on the calib split
-    alone: 5-fold cross-validated ECE 0.077 against 0.100 without it (v4 nets). Scalars or arrays;
-    features on the last axis."""
-    f, z = logit(np.asarray(scan_score, dtype=np.float64)), logit(np.asarray(zoom_score, dtype=np.float64))
-    return np.stack([f, z, f * z], axis=-1)
+def fuse(first: float, best: float, zoom_weight: float) -> float:
+    """The final P(generated): a weighted mean, in log-odds, of the first look and the best
+    region's zoom score, so the final score always lies between the two looks it is made of (a
+    product feature fitted here before let two confident "real" looks make a confident
+    "generated": both logits negative, their product large and positive). `zoom_weight` in [0, 1]
+    is fitted on the calib split by `zoomin train`."""
+    z = (1 - zoom_weight) * logit(first, 1e-9) + zoom_weight * logit(best, 1e-9)
+    return float(1.0 / (1.0 + np.exp(-z)))
 
 
 def to_batch(patches) -> torch.Tensor:
@@ -130,9 +108,6 @@ class CompactModel:
     # Free-form facts about how the weights were made (data, steps, validation figures) and the
     # reference cue levels of real photos, used to phrase rationales. Saved in the file header.
     meta: dict = field(default_factory=dict)
-    # Opt-in second opinion for the zoom, trained on real photos only (surprise.py); its head
-    # (fitted on the calib split) lives in meta["surprise"].
-    surprise: nn.Module | None = None
 
     @property
     def version(self) -> str:
@@ -142,8 +117,6 @@ class CompactModel:
         from safetensors.torch import save_file
         tensors = {f"scan.{k}": v for k, v in self.scan.state_dict().items()}
         tensors.update({f"zoom.{k}": v for k, v in self.zoom.state_dict().items()})
-        if self.surprise is not None:
-            tensors.update({f"surprise.{k}": v for k, v in self.surprise.state_dict().items()})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(path) + ".tmp")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
@@ -154,10 +127,11 @@ class CompactModel:
     @staticmethod
     def new(meta: dict | None = None) -> "CompactModel":
         meta = dict(meta or {})
-        residual = meta.get("residual", "plain")
-        if residual not in RESIDUALS:
-            raise ValueError(f"unknown residual {residual!r} in the weights' metadata (known: {', '.join(RESIDUALS)})")
-        return CompactModel(ScanNet(residual=residual), ZoomNet(residual=residual), meta)
+        if meta.get("residual", "plain") != "plain":
+            # Weights of an experiment that did not ship (benchmarks/experiments/, docs/tried.md).
+            raise ValueError(f"these weights need the {meta['residual']!r} input residual, which this version "
+                             "does not have; train them again with `zoomin train`")
+        return CompactModel(ScanNet(), ZoomNet(), meta)
 
     @staticmethod
     def load(path: str | Path) -> "CompactModel":
@@ -176,12 +150,9 @@ class CompactModel:
         model = CompactModel.new(meta)
         model.scan.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("scan.")})
         model.zoom.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("zoom.")})
-        blind_spot = {k[9:]: v for k, v in tensors.items() if k.startswith("surprise.")}
-        if blind_spot:
-            from .surprise import BlindSpot
-            model.surprise = BlindSpot()
-            model.surprise.load_state_dict(blind_spot)
-            model.surprise.eval()
+        if any(k.startswith("surprise.") for k in tensors):
+            raise ValueError(f"{p}: these weights carry a real-photo model this version does not run; "
+                             "train them again with `zoomin train`")
         model.scan.eval()
         model.zoom.eval()
         return model

@@ -12,7 +12,6 @@ Definitions (the ones `zoomin evaluate` prints):
   box at IoU >= 0.5. Box metrics use regional fakes only (reference boxes that are not the
   whole image).
 - flip_rate: share of scored images whose final verdict differs from the first.
-- consistency_auc: ROC-AUC of the self-consistency check's score (`--consistency` scans only).
 Images with an error status are counted (`errors`) but not scored.
 """
 from __future__ import annotations
@@ -40,7 +39,6 @@ class Item:
     split: str = ""                          # the label's split (e.g. test / holdout), if it has one
     width: int = 0
     height: int = 0
-    consistency: Optional[float] = None      # the self-consistency check's score, if it ran
     extra: dict = field(default_factory=dict)
 
     @property
@@ -123,9 +121,6 @@ def metrics(items: list[Item]) -> dict:
         "roc_auc": roc_auc(y, s), "ece": ece(y, s), "ece_floor": ece_floor(s),
         "flip_rate": float((pred != first).mean()),
     })
-    cue = [it for it in ok if it.consistency is not None]
-    if cue:
-        out["consistency_auc"] = roc_auc(np.array([it.label for it in cue]), np.array([it.consistency for it in cue]))
     out.update(box_metrics(ok))
     return out
 

@@ -1,21 +1,33 @@
-"""Rationales built from measurements, never invented prose.
+"""Rationales of the compact backend, built from what it measured, never invented prose.
 
-Every sentence states a number the compact detector computed: where a region is, what the scan
-and the zoom classifier scored it, and two simple statistics of its pixels compared with their
-level in the real photos the weights were trained on:
-- fine-detail energy: mean squared residual after removing the 3x3 local mean (generators that
-  decode through an up-sampler tend to lose or smear fine detail);
-- 2-pixel periodicity: energy of the 2x2 checkerboard component relative to fine detail
+The final text says, in this order: the verdict and its score; how that score follows from the
+two looks it names (the first look at the whole image and the zoom into the most suspicious
+region, combined by `compact_model.fuse`); then every examined region, most suspicious first,
+in the `boxes` column's frame (original pixels, without the crop's margin) and order.
+
+A pixel statistic of a region is named only where it carries signal: `zoomin train` measures,
+on the calib split, how well each statistic alone tells real crops from generated ones
+(`meta["cue_auc"]`); one that does no better than chance there (ROC-AUC within 0.35-0.65) is
+never quoted, and one that does is quoted only for a region whose zoom score and statistic
+point the same way.
+- fine detail: mean squared residual after removing the 3x3 local mean (generators that decode
+  through an up-sampler tend to lose or smear fine detail);
+- 2-pixel pattern: energy of the 2x2 checkerboard component relative to fine detail
   (transposed convolutions and pixel-shuffle decoders leave a period-2 pattern).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .records import GENERATED, Box
+from .records import Box
+
+# |ROC-AUC - 0.5| below this on the calib split: the statistic is not quoted.
+CUE_SIGNAL = 0.15
+# A quoted statistic must be at least this far from real photos' level (as a ratio, either way).
+CUE_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -38,55 +50,68 @@ def measure(pixels: np.ndarray) -> Cues:
     return Cues(detail, float(np.mean(checker ** 2)) / (detail + 1e-6))
 
 
-def _ratio(value: float, reference: float | None) -> float | None:
-    return value / reference if reference else None
+_CUE_WORDS = {"detail": ("fine detail", "smoothed texture"),
+              "periodicity": ("a 2-pixel pattern", "an up-sampling trace")}
 
 
-def describe_cue(c: Cues, reference: dict) -> str:
-    """The statistic that deviates most from real photos, stated with its measured ratio."""
-    d = _ratio(c.detail, reference.get("detail"))
-    p = _ratio(c.periodicity, reference.get("periodicity"))
-    parts = []
-    if d is not None:
-        parts.append(f"fine-detail energy {d:.2f}x")
-    if p is not None:
-        parts.append(f"2-px periodicity {p:.2f}x")
-    if not parts:
-        return f"fine-detail energy {c.detail:.1f}, 2-px periodicity {c.periodicity:.3f}"
-    text = " and ".join(parts) + " the level of real training photos"
-    if p is not None and p >= 1.5:
-        text += " (a periodic up-sampling trace)"
-    elif d is not None and d <= 0.6:
-        text += " (smoothed texture)"
-    return text
+def cue_phrase(c: Cues, reference: dict, cue_auc: dict, generated: bool) -> Optional[str]:
+    """A plain-words statement of the one statistic that carries signal and points the way the
+    region's score does, or None. `cue_auc[name]` > 0.5 means higher values go with generated."""
+    best = None
+    for name in ("periodicity", "detail"):
+        auc, ref = cue_auc.get(name), reference.get(name)
+        if auc is None or not ref or abs(auc - 0.5) < CUE_SIGNAL:
+            continue
+        ratio = getattr(c, name) / ref
+        says_generated = ratio >= CUE_RATIO if auc > 0.5 else ratio <= 1 / CUE_RATIO
+        says_real = 1 / CUE_RATIO < ratio < CUE_RATIO
+        if (generated and says_generated) or (not generated and says_real):
+            strength = abs(np.log(max(ratio, 1e-6)))
+            if best is None or strength > best[0]:
+                best = (strength, name, ratio)
+    if best is None:
+        return None
+    _, name, ratio = best
+    what, meaning = _CUE_WORDS[name]
+    if generated:
+        return f"{what} at {ratio:.1f}x the level of real photos ({meaning})"
+    return f"{what} at the level of real photos ({ratio:.1f}x)"
 
 
 def scan_explanation(boxes: Sequence[Box], score: float, verdict: str) -> str:
     """Stage-1 text: what the reduced view showed."""
     if not boxes:
-        return f"First look at the reduced image: {verdict} ({score:.2f}); no region stands out."
-    best = boxes[0]
-    return (f"First look at the reduced image: {verdict} ({score:.2f}); "
-            f"{len(boxes)} region(s) proposed for a closer look, the most suspicious scoring "
-            f"{best.score:.2f}.")
+        return f"First look at the whole image (reduced): {verdict} ({score:.2f}); no region stands out."
+    return (f"First look at the whole image (reduced): {verdict} ({score:.2f}); "
+            f"{len(boxes)} region(s) proposed for a closer look.")
+
+
+def _where(b: Box) -> str:
+    return f"({int(b.x1)},{int(b.y1)})-({int(b.x2)},{int(b.y2)})"
 
 
 def zoom_rationale(regions: Sequence[tuple[Box, float, Cues]], verdict: str, score: float,
-                   initial_verdict: str, initial_score: float, reference: dict) -> str:
-    """Stage-2 text: the final verdict grounded in the examined regions (original pixels)."""
-    lines = []
-    for n, (b, s, c) in enumerate(regions, 1):
-        lines.append(f"Region {n} ({int(b.x1)},{int(b.y1)})-({int(b.x2)},{int(b.y2)}), "
-                     f"{int(b.width)}x{int(b.height)} px at full resolution: zoom score {s:.2f}; "
-                     f"{describe_cue(c, reference)}.")
-    if regions:
-        best = int(np.argmax([s for _, s, _ in regions])) + 1
-        head = f"Final: {verdict} ({score:.2f}), decided by region {best}."
-    else:
-        head = f"Final: {verdict} ({score:.2f}); no region could be examined."
+                   initial_verdict: str, initial_score: float, zoom_weight: float, threshold: float,
+                   reference: dict, cue_auc: dict) -> str:
+    """Stage-2 text. `regions`: (region in original pixels, zoom score, cues), in any order; they
+    are listed most suspicious first, the order of the `boxes` column."""
+    head = f"{verdict.capitalize()}, score {score:.2f} (generated at {threshold:.2f} or more)."
+    order = sorted(range(len(regions)), key=lambda k: -regions[k][1])
+    if not regions:
+        return (f"{head} No region could be examined at full resolution, so the first look at the whole "
+                f"image decides: {initial_score:.2f}.")
+    best = regions[order[0]][1]
+    how = (f"The first look at the whole image scored {initial_score:.2f} and the zoom into the most "
+           f"suspicious region (region 1) {best:.2f}; the final score weighs them {1 - zoom_weight:.0%} and "
+           f"{zoom_weight:.0%} in log-odds, so it lies between them.")
     if verdict != initial_verdict:
-        head += (f" The first look said {initial_verdict} ({initial_score:.2f}); zooming in "
-                 f"overturned it.")
-    elif verdict == GENERATED:
-        head += " Zooming in confirmed the first look."
-    return " ".join([head] + lines)
+        how += f" Zooming in overturned the first look ({initial_verdict})."
+    parts = []
+    for n, k in enumerate(order, 1):
+        b, s, c = regions[k]
+        generated = s >= threshold
+        text = (f"Region {n} {_where(b)}, {int(b.width)}x{int(b.height)} px: {s:.2f}, "
+                f"{'looks generated' if generated else 'looks like a camera photo'}")
+        cue = cue_phrase(c, reference, cue_auc, generated)
+        parts.append(text + (f"; {cue}." if cue else "."))
+    return " ".join([head, how] + parts)

@@ -116,9 +116,12 @@ class ScanResult:
 
 @dataclass(frozen=True)
 class Crop:
-    """A region cut from the full-resolution original. box is in original pixels."""
+    """A region cut from the full-resolution original, in original pixels: `box` is the area cut
+    (the region with its margin and minimum side), `region` the region itself (the frame of the
+    `boxes` column, which rationales quote)."""
     box: Box
     pixels: np.ndarray               # uint8 (h, w, 3) at native resolution (or resized by backend)
+    region: Optional[Box] = None
 
 
 @dataclass(frozen=True)
@@ -155,14 +158,15 @@ class ResultRow:
     nbytes: int = 0                        # size of the input's bytes (0 when unreadable)
     prompt_version: Optional[str] = None   # the prompt templates' version (vlm backends)
     raw: Optional[str] = None              # the model's own text as JSON, with --keep-raw
-    consistency: Optional[float] = None    # the self-consistency check's score (--consistency)
+    prior: Optional[float] = None          # the share of generated images the score assumes
 
     @staticmethod
     def failed(prepared: Prepared, status: str, error: str, model: Optional[str] = None,
                stages: str = "scan,zoom", prompt_version: Optional[str] = None,
-               raw: Optional[str] = None) -> "ResultRow":
+               raw: Optional[str] = None, prior: Optional[float] = None) -> "ResultRow":
         return ResultRow(
             image_id=prepared.image_id, uri=prepared.uri, status=status, error=error,
             width=prepared.width or None, height=prepared.height or None, verdict=None,
             score=None, initial_verdict=None, initial_score=None, model=model, stages=stages,
-            decode_s=prepared.decode_s, nbytes=prepared.nbytes, prompt_version=prompt_version, raw=raw)
+            decode_s=prepared.decode_s, nbytes=prepared.nbytes, prompt_version=prompt_version, raw=raw,
+            prior=prior)

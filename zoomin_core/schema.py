@@ -7,7 +7,9 @@ import pyarrow as pa
 
 from .records import ResultRow
 
-SCHEMA_VERSION = "3"   # 3: + consistency (results of version 2 read with it null)
+# 4: - consistency, + prior. Older results read with the declared schema: a missing column reads
+# as null, a column no longer declared is not read.
+SCHEMA_VERSION = "4"
 
 BOX_TYPE = pa.struct([
     ("x1", pa.int32()), ("y1", pa.int32()), ("x2", pa.int32()), ("y2", pa.int32()),
@@ -25,7 +27,7 @@ RESULT_SCHEMA = pa.schema([
     pa.field("score", pa.float32()),                     # P(generated), 0..1, final
     pa.field("initial_verdict", pa.string()),            # the scan's first verdict
     pa.field("initial_score", pa.float32()),
-    pa.field("boxes", pa.list_(BOX_TYPE)),               # regions, original pixels, best first
+    pa.field("boxes", pa.list_(BOX_TYPE)),               # regions, original pixels, highest score first
     pa.field("explanation", pa.string()),                # the scan's first explanation
     pa.field("rationale", pa.string()),                  # the final, region-grounded rationale
     pa.field("model", pa.string()),                      # backend model name and version
@@ -36,7 +38,7 @@ RESULT_SCHEMA = pa.schema([
     pa.field("nbytes", pa.int64()),                      # size of the image's bytes (0 if unreadable)
     pa.field("prompt_version", pa.string()),             # prompt templates' version (vlm backends)
     pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw)
-    pa.field("consistency", pa.float32()),               # self-consistency check's score (--consistency), else null
+    pa.field("prior", pa.float32()),                     # share of generated images the score assumes (compact)
     pa.field("extra", pa.string()),                      # JSON of columns carried from a manifest/shard
 ], metadata={"zoomin.schema_version": SCHEMA_VERSION})
 

@@ -1,5 +1,4 @@
-"""The method, in order: decode -> scan -> map boxes -> crop at full resolution (+ the optional
-self-consistency check's region) -> zoom -> rows.
+"""The method, in order: decode -> scan -> map boxes -> crop at full resolution -> zoom -> rows.
 
 `run_chain` is the whole chain in one function; the Ray job (`jobs/pipeline.py`) runs the same
 two halves, `prepare` (CPU tasks) and `examine` (model actors). One row in, one row out: every
@@ -11,7 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from . import geometry
 from .backends import Backend
@@ -19,9 +18,6 @@ from .decode import DecodeConfig, DecodeError, decode_full, prepare
 from .records import (STATUS_MODEL_ERROR, STATUS_OK, STATUS_UNPARSEABLE, Box, ImageInput, Prepared,
                       ResultRow, ScanResult, Verdict)
 from .vlm_parse import Unparseable
-
-if TYPE_CHECKING:
-    from .consistency import ConsistencyModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,19 +39,16 @@ class ExamineConfig:
     # Regions overlapping more than this IoU are merged into one before zooming.
     merge_iou: float = 0.3
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    # Weights of the self-consistency check (consistency.py) run on each image's full decode:
-    # a path, s3://, "default" (the bundled file) or None. The job loads them and hands the
-    # model to `crop_stage`.
-    consistency: Optional[str] = None
 
     def __post_init__(self):
         if self.stages not in STAGE_CHOICES:
             raise ValueError(f"stages must be one of {STAGE_CHOICES}, got {self.stages!r}")
-        if self.consistency and self.stages != "scan,zoom":
-            raise ValueError("the self-consistency check runs on the zoom stage's full-resolution decode: "
-                             "it needs --stages scan,zoom")
-        if self.max_boxes < 1 or self.min_crop_side < 1 or self.margin < 0:
-            raise ValueError(f"invalid ExamineConfig: {self}")
+        if self.max_boxes < 1:
+            raise ValueError(f"--max-boxes must be at least 1, got {self.max_boxes}")
+        if self.min_crop_side < 1:
+            raise ValueError(f"--min-crop-side must be at least 1, got {self.min_crop_side}")
+        if not 0 <= self.margin <= 10:
+            raise ValueError(f"--margin is a fraction of a region's size: give 0 to 10, got {self.margin}")
 
     @property
     def zoom(self) -> bool:
@@ -91,7 +84,13 @@ def _scan_boxes(p: Prepared, scan: ScanResult, cfg: ExamineConfig) -> list[Box]:
     boxes = [geometry.clamp(geometry.to_original(b, v.scale_x, v.scale_y), p.width, p.height)
              for b in scan.boxes]
     boxes = [b for b in boxes if b.area > 0]
-    return geometry.merge_overlapping(boxes, cfg.merge_iou)[: cfg.max_boxes]
+    return _best_first(geometry.merge_overlapping(boxes, cfg.merge_iou))[: cfg.max_boxes]
+
+
+def _best_first(boxes: Sequence[Box]) -> list[Box]:
+    """Highest score first (stable: equal scores keep the backend's order), the `boxes` column's
+    order and the order in which the compact rationale numbers its regions."""
+    return sorted(boxes, key=lambda b: -b.score)
 
 
 @dataclass
@@ -105,8 +104,7 @@ class Scanned:
     scan_s: float
     crops: list | None = None        # Crop list once cut (crop_stage)
     crop_s: float = 0.0
-    consistency: float | None = None  # the self-consistency check's score, when it ran
-    cue_box: int | None = None        # index in `boxes` of the region it added, if any
+    prior: float | None = None       # the share of generated images the backend's scores assume
 
     @property
     def image_id(self) -> str:
@@ -118,6 +116,7 @@ Staged = ResultRow | Scanned
 
 def _failed(p: Prepared, stage: str, err: Exception, model: str, prompts: str | None,
             cfg: ExamineConfig) -> ResultRow:
+    # (No prior on an error row: it has no score that could assume one.)
     # A backend reports output it could not read as an Unparseable in its results list.
     if isinstance(err, Unparseable):
         return ResultRow.failed(p, STATUS_UNPARSEABLE, str(err), model, cfg.stages, prompts, err.raw or None)
@@ -129,6 +128,7 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
     """Stage 1: scan the reduced views. Failures (and, with `--stages scan`, everything) leave
     as final rows; the rest as Scanned, for the crop and zoom stages."""
     model, prompts = backend.model_id, getattr(backend, "prompt_version", None)
+    prior = getattr(backend, "prior", None)
     out: list[Staged | None] = [None] * len(prepared)
     for i, p in enumerate(prepared):
         if p.status != STATUS_OK:
@@ -144,18 +144,15 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
         elif not cfg.zoom:
             boxes = _scan_boxes(p, s, cfg)
             out[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
-                          model, cfg, scan_s, 0.0, prompts)
+                          model, cfg, scan_s, 0.0, prompts, prior)
         else:
-            out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s)
+            out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s, prior=prior)
     return out  # type: ignore[return-value]
 
 
-def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig(),
-               cue: "ConsistencyModel | None" = None) -> list[Staged]:
-    """Decode each scanned original at full resolution and cut its regions (CPU work only).
-    With `cue` (the self-consistency check), it also reads the full decode: its score goes to
-    the row, and its strongest region joins the crops unless a scan box already covers it.
-    The original's bytes are dropped afterwards: the zoom needs the view and the crops."""
+def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig()) -> list[Staged]:
+    """Decode each scanned original at full resolution and cut its regions (CPU work only). The
+    original's bytes are dropped afterwards: the zoom needs the view and the crops."""
     out: list[Staged] = []
     for it in items:
         if not isinstance(it, Scanned):
@@ -167,19 +164,10 @@ def crop_stage(items: Sequence[Staged], cfg: ExamineConfig = ExamineConfig(),
         except DecodeError as e:  # readable header and view, but the full decode failed
             out.append(ResultRow.failed(p, e.status, e.message, it.model, cfg.stages, it.prompts))
             continue
-        boxes, score, cue_at = it.boxes, None, None
-        if cue is not None:
-            try:
-                score, box = cue.propose(full)
-            except Exception as e:  # noqa: BLE001 - the error becomes this image's row
-                out.append(_failed(p, "consistency check", e, it.model, it.prompts, cfg))
-                continue
-            if box is not None and not any(geometry.iou(box, b) > cfg.merge_iou for b in boxes):
-                boxes, cue_at = [*boxes, box], len(boxes)
-        regions = [geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side) for b in boxes]
-        crops = [geometry.crop(full, r) for r in regions]
-        out.append(replace(it, prepared=replace(p, data=None), boxes=boxes, crops=crops, consistency=score,
-                           cue_box=cue_at, crop_s=time.perf_counter() - t0))
+        crops = [replace(geometry.crop(full, geometry.region_box(b, p.width, p.height, cfg.margin,
+                                                                   cfg.min_crop_side)), region=b)
+                 for b in it.boxes]
+        out.append(replace(it, prepared=replace(p, data=None), crops=crops, crop_s=time.perf_counter() - t0))
     return out
 
 
@@ -195,36 +183,25 @@ def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = E
         if isinstance(v, Exception):
             rows[i] = _failed(it.prepared, "zoom", v, it.model, it.prompts, cfg)
             continue
-        boxes, judged = it.boxes, len(v.region_scores) == len(it.boxes)
-        if judged:  # report the zoom's judgement of each region
-            boxes = [replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)]
-        if it.cue_box is not None:
-            v = replace(v, rationale=f"{v.rationale} {_cue_sentence(it, boxes, judged)}".strip())
-        rows[i] = replace(_row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s,
-                               it.prompts), consistency=it.consistency)
+        boxes = it.boxes
+        if len(v.region_scores) == len(it.boxes):  # report the zoom's judgement of each region
+            boxes = _best_first([replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)])
+        rows[i] = _row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s,
+                       it.prompts, it.prior)
     return rows  # type: ignore[return-value]
 
 
-def _cue_sentence(it: Scanned, boxes: list[Box], judged: bool) -> str:
-    """What the rationale says of the region the self-consistency check added; the zoom's score
-    of it only where the backend scored each region."""
-    b = boxes[it.cue_box]
-    zoom = f"; the zoom scored it {b.score:.2f}" if judged else ""
-    return (f"Region {it.cue_box + 1} ({int(b.x1)},{int(b.y1)})-({int(b.x2)},{int(b.y2)}) was added by the "
-            f"self-consistency check: the part of the image least like the rest (disagreement "
-            f"{it.consistency:.2f}){zoom}.")
-
-
-def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig(),
-            cue: "ConsistencyModel | None" = None) -> list[ResultRow]:
+def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig = ExamineConfig()
+            ) -> list[ResultRow]:
     """Scan, cut crops and (optionally) zoom a batch of decoded images, in one process.
     Returns one row per input, in order."""
-    staged = crop_stage(scan_stage(backend, prepared, cfg), cfg, cue)
+    staged = crop_stage(scan_stage(backend, prepared, cfg), cfg)
     return _checked(prepared, zoom_stage(backend, staged, cfg))
 
 
 def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
-         cfg: ExamineConfig, scan_s: float, zoom_s: float, prompts: str | None = None) -> ResultRow:
+         cfg: ExamineConfig, scan_s: float, zoom_s: float, prompts: str | None = None,
+         prior: float | None = None) -> ResultRow:
     raw = None
     if s.raw or v.raw:
         raw = json.dumps({"scan": json.loads(s.raw) if s.raw else None,
@@ -234,7 +211,8 @@ def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
         height=p.height, verdict=v.verdict, score=float(v.score), initial_verdict=s.initial_verdict,
         initial_score=float(s.initial_score), boxes=tuple(geometry.to_int(b) for b in boxes),
         explanation=s.explanation, rationale=v.rationale, model=model, stages=cfg.stages,
-        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, nbytes=p.nbytes, prompt_version=prompts, raw=raw)
+        decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, nbytes=p.nbytes, prompt_version=prompts, raw=raw,
+        prior=prior)
 
 
 def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list[ResultRow]:
@@ -245,8 +223,7 @@ def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list
     return rows  # type: ignore[return-value]
 
 
-def run_chain(backend: Backend, inputs: Sequence[ImageInput], cfg: ExamineConfig = ExamineConfig(),
-              cue: "ConsistencyModel | None" = None) -> list[ResultRow]:
-    """The whole method for a list of inputs, in one process: decode, scan, crop (and the
-    self-consistency check, with `cue`), zoom."""
-    return examine(backend, [prepare(item, cfg.decode) for item in inputs], cfg, cue)
+def run_chain(backend: Backend, inputs: Sequence[ImageInput], cfg: ExamineConfig = ExamineConfig()
+              ) -> list[ResultRow]:
+    """The whole method for a list of inputs, in one process: decode, scan, crop, zoom."""
+    return examine(backend, [prepare(item, cfg.decode) for item in inputs], cfg)

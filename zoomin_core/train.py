@@ -22,12 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import perturb
 from .compact_model import SCAN_STRIDE, CompactModel, peaks, pool_logits, to_batch, to_tensor
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
-from .pseudo import pseudo_samples
 from .rationale import measure
-from .surprise import fit_blindspot
 from .records import ImageInput
 
 log = logging.getLogger(__name__)
@@ -73,18 +70,6 @@ class TrainConfig:
     seed: int = 0
     patch: int = 96           # zoom training patch side, native pixels (96 beat 64 clearly)
     view_crop: int = 128      # scan training crop side, view pixels (multiple of 8)
-    # Generator-agnostic regional fakes (`pseudo.py`) added to the train split, per real
-    # training image; 0 trains on the labelled fakes alone.
-    pseudo: float = 0.0
-    # Probability of each whole-patch perturbation (noise, blur, re-compression; `augment.py`),
-    # drawn independently for every training patch of either net, real or generated alike.
-    augment: float = 0.0
-    # Steps of the real-photo model (surprise.py), a second opinion for the zoom trained on the
-    # train split's real images only; 0 leaves it out.
-    surprise_steps: int = 0
-    # What both nets see: "plain" high-pass residual, or "local" (that residual over its local RMS;
-    # compact_model.HighPass).
-    residual: str = "plain"
 
 
 def _records(labels: Optional[str], real_dir: Optional[str], generated_dir: Optional[str]) -> list[dict]:
@@ -275,18 +260,16 @@ def fit_zoom(model: CompactModel, train_set: list[Sample], cfg: TrainConfig, rng
     labels = torch.cat([torch.ones(half), torch.zeros(half)])
 
     def zoom_batch():
-        return to_batch([perturb(_patch(train_set, positive, cfg.patch, rng), rng, cfg.augment)
-                       for positive in (True, False) for _ in range(half)]), labels
+        return to_batch([_patch(train_set, positive, cfg.patch, rng)
+                         for positive in (True, False) for _ in range(half)]), labels
 
     return _fit(model.zoom, cfg.zoom_steps, cfg.lr, zoom_batch,
                 lambda out, y: F.binary_cross_entropy_with_logits(pool_logits(out), y), "zoom")
 
 
 def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optional[dict] = None,
-          blind_spot: Optional[torch.nn.Module] = None, device: str = "cpu") -> CompactModel:
-    """The scan net, then the zoom net on its hard negatives, then (cfg.surprise_steps) the
-    real-photo model - or `blind_spot`, one already trained on the same real images (it sees
-    no generated image, so held-out-family runs can share it). The nets learn on `device` ("cpu",
+          device: str = "cpu") -> CompactModel:
+    """The scan net, then the zoom net on its hard negatives. The nets learn on `device` ("cpu",
     "cuda", "cuda:1"); the model comes back on the CPU, like a loaded one."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -294,28 +277,20 @@ def train(samples: list[Sample], cfg: TrainConfig = TrainConfig(), meta: Optiona
     if not train_set:
         raise RuntimeError("the labelled set has no 'train' split")
     t0 = time.perf_counter()
-    if cfg.pseudo > 0:
-        reals = [s for s in train_set if s.label == 0]
-        train_set = train_set + pseudo_samples(reals, round(cfg.pseudo * len(reals)), rng)
-    model = CompactModel.new({**(meta or {}), "residual": cfg.residual})
+    model = CompactModel.new(meta)
     model.scan.to(device)
     model.zoom.to(device)
 
     def scan_batch():  # per-cell P(generated) on reduced views
         pairs = [_view_crop(train_set[rng.integers(len(train_set))], cfg.view_crop, rng)
                  for _ in range(cfg.batch // 2)]
-        return (to_batch([perturb(p[0], rng, cfg.augment) for p in pairs]),
+        return (to_batch([p[0] for p in pairs]),
                 torch.from_numpy(np.stack([p[1] for p in pairs])).float())
 
     timing = {"scan": _fit(model.scan, cfg.scan_steps, cfg.lr, scan_batch, F.binary_cross_entropy_with_logits, "scan"),
               "zoom": fit_zoom(model, train_set, cfg, rng)}
-    if blind_spot is not None or cfg.surprise_steps:
-        model.surprise = blind_spot if blind_spot is not None else fit_blindspot(
-            [s.full for s in train_set if s.label == 0 and s.full is not None], cfg.surprise_steps, cfg.seed,
-            device=device)
-    for net in (model.scan, model.zoom, model.surprise):
-        if net is not None:
-            net.cpu()
+    model.scan.cpu()
+    model.zoom.cpu()
 
     # Reference levels of the rationale's statistics in real pixels of the training set.
     cues = [measure(_patch(train_set, False, 128, rng)) for _ in range(200)]

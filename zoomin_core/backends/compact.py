@@ -1,7 +1,8 @@
 """Backend `compact`: the two stages on a CPU with a small torch model (see compact_model.py).
 
 scan: ScanNet over the reduced view -> suspicion map -> up to K peak regions + first verdict.
-zoom: ZoomNet over each full-resolution crop -> region scores; image score = the highest.
+zoom: ZoomNet over each full-resolution crop -> a calibrated score per region; the final score is
+      `compact_model.fuse` of the first look and the best region's score (between the two).
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .. import rationale, surprise
-from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fusion_features, logit, pool_logits,
-                             proposals, to_tensor)
+from .. import geometry, rationale
+from ..compact_model import (DEFAULT_WEIGHTS, SCAN_STRIDE, CompactModel, fuse, logit, pool_logits, proposals,
+                             to_tensor)
 from ..decode import DecodeConfig
 from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
 
@@ -36,15 +37,12 @@ class CompactBackend:
         self.device = torch.device(device)
         self.model.scan.to(self.device)
         self.model.zoom.to(self.device)
-        # The real-photo second opinion counts only once its head is fitted (`zoomin train`).
-        self.surprise_head = self.model.meta.get("surprise") if self.model.surprise is not None else None
-        if self.surprise_head:
-            self.model.surprise.to(self.device)
         self.max_boxes = max_boxes
         # Decision threshold on P(generated), for the first look and the final verdict alike.
         self.threshold = float(self.model.meta.get("threshold", threshold))
         self.max_crop_side = max_crop_side
         self.reference = self.model.meta.get("real_cues", {})
+        self.cue_auc = self.model.meta.get("cue_auc", {})   # which pixel statistics the rationale may quote
         self.boxes = self.model.meta.get("boxes")  # map -> boxes settings fitted by `zoomin train`
         # The view size the scan net learned on (`zoomin train --view-size`; older weights: the default).
         self.view_size = int(self.model.meta.get("view_size", DecodeConfig.view_max_side))
@@ -52,9 +50,17 @@ class CompactBackend:
         # --prior: scores for an archive where this share of images is generated. The scores are
         # calibrated on the calib split, whose share is the weights' own (about 0.6 for synth
         # sets); Bayes' rule moves their odds by the ratio of the two shares.
+        # Every score (first look, regions, final) moves by the same shift, so the final score's
+        # rule (a weighted mean of the two looks in log-odds) holds for the scores a row shows.
         self.shift = 0.0
+        share = self.model.meta.get("calib_generated_share")
         if prior is not None:
             self.shift = float(logit(prior, 1e-9) - logit(calibration_share(self.model), 1e-9))
+        # The share of generated images the scores assume, written into every row ("prior").
+        self.prior = float(prior) if prior is not None else (float(share) if share is not None else None)
+        # Older weights (before v8's fit) hold neither: their zoom scores read uncalibrated, even.
+        self.zoom_calibration = self.model.meta.get("zoom_calibration", (1.0, 0.0))
+        self.zoom_weight = float(self.model.meta.get("zoom_weight", 0.5))
 
     @property
     def model_id(self) -> str:
@@ -98,7 +104,8 @@ class CompactBackend:
             self._check_view(v)
             h, w = v.pixels.shape[:2]
             boxes = tuple(
-                Box(x1 * SCAN_STRIDE, y1 * SCAN_STRIDE, min(w, x2 * SCAN_STRIDE), min(h, y2 * SCAN_STRIDE), s)
+                Box(x1 * SCAN_STRIDE, y1 * SCAN_STRIDE, min(w, x2 * SCAN_STRIDE), min(h, y2 * SCAN_STRIDE),
+                    _shifted(s, self.shift))
                 for x1, y1, x2, y2, s in proposals(prob, self.max_boxes, self.boxes))
             score = _shifted(float(prob.max()), self.shift)
             verdict = GENERATED if score >= self.threshold else REAL
@@ -113,12 +120,11 @@ class CompactBackend:
         return pixels[y:y + ch, x:x + cw]
 
     @torch.inference_mode()
-    def crop_scores(self, crops: Sequence[Crop], chunk: int = 64) -> list[float]:
-        """Zoom score per crop: P(generated) pooled over its window's logit map (with a fitted
-        real-photo model, surprise.py: the larger of that and its opinion). Windows of equal
-        size run as one batch (across images): on a GPU, one crop per call left the zoom stage
-        slower there than on 15 CPU cores (measured, benchmarks/gpu_check.py)."""
-        scores = [0.0] * len(crops)  # windows under 8 px a side carry no usable evidence
+    def crop_logits(self, crops: Sequence[Crop], chunk: int = 64) -> list[Optional[float]]:
+        """The zoom net's pooled logit per crop (None: a window under 8 px a side carries no usable
+        evidence). Windows of equal size run as one batch (across images): on a GPU, one crop per
+        call left the zoom stage slower there than on 15 CPU cores (benchmarks/gpu_check.py)."""
+        out: list[Optional[float]] = [None] * len(crops)
         groups: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
         for i, c in enumerate(crops):
             win = self._window(c.pixels)
@@ -128,30 +134,15 @@ class CompactBackend:
             for start in range(0, len(members), chunk):
                 part = members[start:start + chunk]
                 x = torch.cat([to_tensor(w) for _, w in part]).to(self.device)
-                z = pool_logits(self.model.zoom(x))
-                if self.surprise_head:  # windows too small for its statistics keep the zoom's alone
-                    head = self.surprise_head
-                    opinion = (surprise.head_logits(surprise.crop_stats(self.model.surprise, x), head)
-                               if min(x.shape[2:]) >= surprise.MIN_SIDE else None)
-                    z = torch.from_numpy(surprise.combine(z.double().cpu().numpy(), opinion, head))
-                probs = torch.sigmoid(z).float().cpu().numpy()
-                for (i, _), p in zip(part, probs):
-                    scores[i] = float(p)
-        return scores
+                for (i, _), z in zip(part, pool_logits(self.model.zoom(x)).double().cpu().numpy()):
+                    out[i] = float(z)
+        return out
 
-    def crop_score(self, c: Crop) -> float:
-        return self.crop_scores([c])[0]
-
-    def fuse(self, scan_score: float, zoom_score: float) -> float:
-        """Final P(generated) from the whole-view scan and the best crop. With fitted weights
-        (a logistic fit on the calib split, `zoomin train`), both count by how much they
-        proved to know; without, the zoom's evidence decides alone."""
-        w = self.model.meta.get("fusion")
-        if not w:
-            return zoom_score
-        # Weights files before v4 hold two feature weights: they read the first two features.
-        z = float(fusion_features(scan_score, zoom_score)[:len(w) - 1] @ np.asarray(w[:-1])) + w[-1]
-        return float(1.0 / (1.0 + np.exp(-z)))
+    def crop_scores(self, crops: Sequence[Crop]) -> list[Optional[float]]:
+        """Calibrated P(generated) per crop at this job's prior (None: no usable evidence)."""
+        a, b = self.zoom_calibration
+        return [None if z is None else _shifted(float(1.0 / (1.0 + np.exp(-(a * z + b)))), self.shift)
+                for z in self.crop_logits(crops)]
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list[Verdict]:
         out = []
@@ -159,14 +150,19 @@ class CompactBackend:
         at = 0
         for view, crops, scan in items:
             scores, at = flat[at:at + len(crops)], at + len(crops)
-            # The fusion was fitted on calib-share scores: it reads the first look unshifted.
-            score = (_shifted(self.fuse(_shifted(scan.initial_score, -self.shift), max(scores)), self.shift)
-                     if scores else scan.initial_score)
+            judged = [(c, s) for c, s in zip(crops, scores) if s is not None]
+            # The rule holds at any prior: every score carries the same shift (see __init__).
+            score = (fuse(scan.initial_score, max(s for _, s in judged), self.zoom_weight) if judged
+                     else scan.initial_score)
             verdict = GENERATED if score >= self.threshold else REAL
-            regions = [(c.box, s, rationale.measure(self._window(c.pixels))) for c, s in zip(crops, scores)]
-            text = rationale.zoom_rationale(regions, verdict, score, scan.initial_verdict,
-                                            scan.initial_score, self.reference)
-            out.append(Verdict(verdict, score, text, tuple(scores)))
+            # Regions as the boxes column writes them (whole pixels), so the text and the column agree.
+            regions = [(geometry.to_int(c.region or c.box), s, rationale.measure(self._window(c.pixels)))
+                       for c, s in judged]
+            text = rationale.zoom_rationale(regions, verdict, score, scan.initial_verdict, scan.initial_score,
+                                            self.zoom_weight, self.threshold, self.reference, self.cue_auc)
+            # A region without usable evidence keeps its first-look score, not a made-up zoom score.
+            region_scores = tuple(s if s is not None else (c.region or c.box).score for c, s in zip(crops, scores))
+            out.append(Verdict(verdict, score, text, region_scores))
         return out
 
 

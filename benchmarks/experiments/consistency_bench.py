@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from zoomin_core.consistency import PATCH as P  # noqa: E402
-from zoomin_core.consistency_train import train_consistency  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
+from consistency import PATCH as P  # noqa: E402
+from consistency_train import train_consistency  # noqa: E402
 from zoomin_core.decode import decode_full  # noqa: E402
 from zoomin_core.evaluate import roc_auc  # noqa: E402
 

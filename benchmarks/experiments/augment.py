@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .synth import recompress
+from zoomin_core.synth import recompress
 
 
 def perturb(patch: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:

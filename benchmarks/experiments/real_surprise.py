@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from zoomin_core.compact_model import ZoomNet, pool_logits, to_batch  # noqa: E402
 from zoomin_core.evaluate import roc_auc  # noqa: E402
-from zoomin_core.surprise import MIN_SIDE, STATS, crop_stats, fit_blindspot, region_windows  # noqa: E402
+from surprise import MIN_SIDE, STATS, crop_stats, fit_blindspot, region_windows  # noqa: E402
 from zoomin_core.train import _fit, _patch, load_labelled  # noqa: E402
 
 FAMILIES = ("ae_tconv", "ae_resize", "sr_shuffle", "denoise")

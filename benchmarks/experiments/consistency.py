@@ -28,10 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .compact_model import WEIGHTS_DIR, HighPass, _conv, to_batch
-from .records import Box
+from zoomin_core.compact_model import HighPass, _conv, to_batch
+from zoomin_core.records import Box
 
-DEFAULT_CONSISTENCY = WEIGHTS_DIR / "consistency-v1.safetensors"
+DEFAULT_CONSISTENCY = Path(__file__).parent / "consistency-v1.safetensors"
 PATCH = 64              # block side, native pixels
 REFS = 200              # reference blocks per image
 MIN_BLOCKS = 4          # fewer blocks than this (an image under ~128 px): no map, no score

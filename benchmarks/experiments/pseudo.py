@@ -30,9 +30,9 @@ import logging
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .decode import DecodeConfig, decode_full, prepare
-from .records import ImageInput
-from .synth import as_grey, encode_jpeg, is_grey, random_boxes, recompress
+from zoomin_core.decode import DecodeConfig, decode_full, prepare
+from zoomin_core.records import ImageInput
+from zoomin_core.synth import as_grey, encode_jpeg, is_grey, random_boxes, recompress
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .compact_model import to_batch
-from .consistency import PATCH, ConsistencyModel, peak_region
-from .decode import decode_full
-from .geometry import iou
-from .pseudo import make_pseudo
-from .records import Box
-from .synth import encode_jpeg
-from .train import _fit
+from zoomin_core.compact_model import to_batch
+from consistency import PATCH, ConsistencyModel, peak_region
+from zoomin_core.decode import decode_full
+from zoomin_core.geometry import iou
+from pseudo import make_pseudo
+from zoomin_core.records import Box
+from zoomin_core.synth import encode_jpeg
+from zoomin_core.train import _fit
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,59 @@
+"""Calibrate existing compact weights again on a labelled set, keeping their networks: the first
+look, the region scores, the final score's zoom weight and the boxes settings are fitted on its
+'calib' split (zoomin_core/calibrate.py), then the 'test' and 'holdout' splits are scored and the
+figures stored in the weights. The shipped compact-v8 is compact-v7's networks calibrated this way:
+
+    zoomin synth --out data/synth
+    python benchmarks/recalibrate.py --weights zoomin_core/weights/compact-v7.safetensors \\
+        --labels data/synth/labels.jsonl --out zoomin_core/weights/compact-v8.safetensors --version v8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zoomin_core.calibrate import calibrate, validate  # noqa: E402
+from zoomin_core.compact_model import CompactModel  # noqa: E402
+from zoomin_core.decode import DecodeConfig  # noqa: E402
+from zoomin_core.train import load_labelled  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True, help="compact weights whose networks are kept")
+    ap.add_argument("--labels", required=True, help="labels.jsonl of a `zoomin synth` set (its calib split fits)")
+    ap.add_argument("--out", required=True, help="weights file to write")
+    ap.add_argument("--version", required=True, help="version recorded in the weights and every row")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    model = CompactModel.load(a.weights)
+    view = int(model.meta.get("view_size", DecodeConfig.view_max_side))
+    t0 = time.perf_counter()
+    # Only the splits used here are decoded (the train split's full-resolution pixels would take
+    # gigabytes): their lines go to a file beside the labels, whose paths are relative to it.
+    subset = Path(a.labels).parent / ".recalibrate-labels.jsonl"
+    lines = [ln for ln in Path(a.labels).read_text().splitlines()
+             if ln.strip() and json.loads(ln).get("split") in ("calib", "test", "holdout")]
+    subset.write_text("\n".join(lines) + "\n")
+    try:
+        samples = load_labelled(str(subset), decode=DecodeConfig(view_max_side=view))
+    finally:
+        subset.unlink()
+    before = model.meta.get("validation")
+    calibrate(model, samples)
+    model.meta.update(version=a.version, recalibrated_from=Path(a.weights).name,
+                      validation=validate(model, samples))
+    model.save(a.out)
+    print(json.dumps({"weights": a.out, "seconds": round(time.perf_counter() - t0),
+                      **{k: model.meta[k] for k in ("scan_calibration", "zoom_calibration", "zoom_weight",
+                                                    "cue_auc", "boxes")},
+                      "validation_before": before, "validation": model.meta["validation"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

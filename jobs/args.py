@@ -1,0 +1,351 @@
+"""The `zoomin` command line: every command's flags, and the checks that refuse a mistake in one
+line (exit 2) before anything starts. `cli.py` runs the commands; `submit.py` validates the
+command it sends to a cluster with the same parser.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+
+from zoomin_core.backends import BACKENDS, available
+from zoomin_core.decode import DecodeConfig
+from zoomin_core.generators import DEFAULT_FAMILIES, FAMILIES
+from zoomin_core.stages import STAGE_CHOICES
+from zoomin_core.synth import SynthConfig
+from zoomin_core.train import TrainConfig
+
+DOC = """Find AI-generated images in large archives, and say where and why.
+
+  zoomin scan [SRC] --out DST            scan images (default SRC: the bundled samples)
+  zoomin scan s3://bucket/prefix/ --out s3://bucket/results/   read and write object storage
+  zoomin report RESULTS --out page.html  a page to review the results in a browser
+  zoomin evaluate RESULTS --labels L     metrics of a labelled scan
+  zoomin synth --out DIR                 make a labelled set offline (real + generated images)
+  zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
+  zoomin submit --address URL -- scan .. the same on a running Ray cluster, through its Jobs API
+
+Local:    zoomin scan ./photos --out ./results
+Cluster:  zoomin scan /mnt/archive --out /mnt/results --address auto
+"""
+
+
+# -- value checks: a bad number is refused by the parser, before Ray starts -------------------
+
+def _number(kind, low=None, high=None, low_open=False, what=""):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if low is not None and (v <= low if low_open else v < low):
+            raise argparse.ArgumentTypeError(f"must be {'more than' if low_open else 'at least'} {low}{what}, "
+                                             f"got {text}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}{what}, got {text}")
+        return v
+    parse.__name__ = kind.__name__   # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1)
+nonneg_int = _number(int, 0)
+positive_float = _number(float, 0, low_open=True)
+nonneg_float = _number(float, 0)
+
+
+def share(text: str) -> float:
+    v = _number(float)(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"is a share of images: give a number between 0 and 1, e.g. 0.02; got {text}")
+    return v
+
+
+def backend_name(text: str) -> str:
+    # Test doubles (e.g. "fake") are accepted but not offered: they are not a user's choice.
+    if text not in BACKENDS:
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}{_suggest(text, available())}; "
+                                         f"choose from {', '.join(available())}")
+    return text
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """Errors in one line with the command's name, a suggestion for a misspelled flag or choice,
+    and exit 2 - not argparse's usage block."""
+
+    def error(self, message: str):
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            message += _suggest(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
+def _check_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse a flag the command does not have, with the closest one it does, before argparse
+    would complain about a missing required flag instead (a mistyped --out reads as none)."""
+    sub = _subparser(parser, argv)
+    if sub is None:
+        return
+    flags = [s for action in sub._actions for s in action.option_strings]
+    for token in argv[argv.index(sub.prog.split()[-1]) + 1:]:
+        if token == "--":
+            break
+        if token.startswith("--"):
+            name = token.split("=", 1)[0]
+            if not any(f.startswith(name) for f in flags):   # argparse takes unambiguous prefixes
+                sub.error(f"unrecognized argument {name}{_suggest(name, [f for f in flags if f.startswith('--')])}")
+
+
+def _subparser(parser: argparse.ArgumentParser, argv: list[str]):
+    choices = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = next((t for t in argv if not t.startswith("-")), None)
+    return choices.get(command)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _check_flags(parser, argv)
+    return parser.parse_args(argv)
+
+
+# -- the commands' flags -------------------------------------------------------------------------
+
+def _verbose(p) -> None:
+    # SUPPRESS: given after the command it sets the flag; absent, it leaves the top level's value.
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log more detail, including Ray's own messages")
+
+
+def _add_storage(p) -> None:
+    g = p.add_argument_group("object storage", "Credentials come from the standard chain (AWS_* variables, "
+                             "~/.aws config files, instance roles); these override it.")
+    g.add_argument("--storage-config", default=None, metavar="FILE",
+                   help="JSON file with any of: endpoint_url, region, profile, anon, key, secret, token, "
+                        "retries, backoff_s (flags below win over it)")
+    g.add_argument("--endpoint-url", default=None,
+                   help="S3-compatible endpoint (MinIO, Ceph, a private endpoint), e.g. http://minio:9000")
+    g.add_argument("--region", default=None, help="S3 region (default: from the AWS chain)")
+    g.add_argument("--profile", default=None, help="profile of ~/.aws/config to use")
+    g.add_argument("--anon", action="store_true", default=None, help="unsigned requests (public buckets)")
+    g.add_argument("--retries", type=positive_int, default=None,
+                   help="attempts per request and per object on throttling, 5xx and dropped connections (default 8)")
+
+
+def _add_scan(sub) -> None:
+    p = sub.add_parser("scan", help="scan images for AI generation: boxes, verdicts, rationales",
+                       description="Scan every file under SRC (recursively; hidden files skipped) and write one "
+                                   "Parquet row per image to --out. SRC and --out may be local or any fsspec URL "
+                                   "(s3://, gs:// with gcsfs installed).")
+    p.add_argument("src", nargs="?", default=None,
+                   help="folder or prefix (recursive), glob pattern (quote it) or one object; "
+                        "default: the bundled samples")
+    p.add_argument("--out", required=True,
+                   help="output folder or prefix for the Parquet results (must be new or empty)")
+    p.add_argument("--manifest", default=None, metavar="FILE",
+                   help="scan the objects listed in FILE instead of SRC: text (one URI per line), CSV/TSV or "
+                        "Parquet with a 'uri' column; other columns are carried into the output's 'extra'")
+    p.add_argument("--input-format", default="auto", choices=("auto", "files", "tar", "parquet"),
+                   help="auto (default): .tar/.tar.gz/.tgz are WebDataset-style shards, .parquet are Parquet "
+                        "shards, everything else one image per object; or force one reading for all")
+    p.add_argument("--image-column", default="image",
+                   help="column of Parquet shards that holds the image bytes (default 'image'; a "
+                        "{'bytes': ...} struct as written by Hugging Face datasets also works)")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    p.add_argument("--incremental", action="store_true",
+                   help="--out holds a complete run of this job: scan only the images not in it yet (new keys), "
+                        "append their rows, leave the earlier rows untouched; the settings must be the same")
+    p.add_argument("--rescan", action="store_true",
+                   help="--out holds a run of this job: clear its results and scan everything again "
+                        "(e.g. after a model or setting change)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="PREFIX",
+                   help="a manifest may only point under these prefixes (repeatable; '*' for any). Default: "
+                        "object-store URIs (s3://, gs://, ...) and local files under the manifest's own folder; "
+                        "any other scheme (https://, ...) only under a prefix named here")
+    p.add_argument("--backend", default="compact", type=backend_name, metavar="{" + ",".join(available()) + "}",
+                   help="model backend (default: compact, the bundled CPU detector; vlm: a vision-language "
+                        "checkpoint given by --model)")
+    p.add_argument("--model", default=None,
+                   help="weights / checkpoint: local path or s3://... (fetched once per node into "
+                        "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights")
+    c = p.add_argument_group("compact backend")
+    c.add_argument("--prior", type=share, default=None, metavar="SHARE",
+                   help="the share of generated images you expect in this archive, e.g. 0.02: scores and "
+                        "verdicts become P(generated) at that share instead of the one the weights were "
+                        "calibrated on (about 0.6 for the default weights), so far fewer real photos are "
+                        "flagged; ranking is unchanged; the 'prior' column records it (default: the weights' share)")
+    g = p.add_argument_group("vlm backend")
+    g.add_argument("--prompts", default=None, metavar="FILE",
+                   help="prompt templates (JSON with version, scan, zoom; default: the shipped zoomin-prompts-v1)")
+    g.add_argument("--keep-raw", action="store_true", help="keep the model's own text in the 'raw' column, for audit")
+    g.add_argument("--max-new-tokens", type=positive_int, default=256,
+                   help="cap on tokens generated per query (default 256)")
+    g.add_argument("--max-image-pixels", type=positive_int, default=None,
+                   help="pixel budget of the whole image per query (default: the checkpoint's processor setting)")
+    g.add_argument("--crop-pixels", type=positive_int, default=448 * 448,
+                   help="each crop is resized to about this many pixels, so small regions are magnified "
+                        "(default 200704 = 448x448)")
+    m = p.add_argument_group("the method")
+    m.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="{scan,zoom|scan}",
+                   help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
+    m.add_argument("--max-boxes", type=positive_int, default=4, help="most regions zoomed into per image (default 4)")
+    m.add_argument("--margin", type=_number(float, 0, 10), default=0.15,
+                   help="context added around each region before cropping, as a fraction of its size (default 0.15)")
+    m.add_argument("--min-crop-side", type=positive_int, default=64,
+                   help="smallest crop side in original pixels (default 64)")
+    m.add_argument("--view-size", type=_number(int, 16), default=DecodeConfig.view_max_side,
+                   help="longest side of the reduced image the scan looks at; keep the size the weights learned on "
+                        f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side}, as the bundled weights)")
+    m.add_argument("--max-pixels", type=positive_int, default=DecodeConfig.max_pixels,
+                   help=f"refuse images larger than this many pixels as too_large (default {DecodeConfig.max_pixels:,})")
+    m.add_argument("--max-bytes", type=positive_int, default=512 * 1024 * 1024,
+                   help="refuse files larger than this many bytes as too_large (default 512 MiB)")
+    r = p.add_argument_group("Ray")
+    r.add_argument("--address", default=None,
+                   help="join an existing Ray cluster ('auto', 'ray://host:10001'); default: start a local one")
+    r.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    r.add_argument("--actors", type=positive_int, default=None,
+                   help="model actors (copies of the model); default: sized from the cluster's CPUs/GPUs")
+    r.add_argument("--actor-cpus", type=positive_float, default=None,
+                   help="CPUs per model actor, also its torch thread count (default 1)")
+    r.add_argument("--gpus-per-actor", type=nonneg_float, default=0.0,
+                   help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
+    r.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per model call (default 8 on CPU, 16 on GPU)")
+    r.add_argument("--split-stages", default="auto", choices=("auto", "on", "off"),
+                   help="separate scan and zoom actor pools with CPU crop tasks between them, so GPU actors "
+                        "only run the model (auto, the default: on when --gpus-per-actor > 0)")
+    r.add_argument("--rows-per-file", type=positive_int, default=None,
+                   help="rows per output Parquet file: files hold at most this many, and write tasks gather "
+                        "this many before writing (default: one file per block)")
+    r.add_argument("--stall-timeout", type=nonneg_float, default=300.0, metavar="SECONDS",
+                   help="after a node of the cluster is lost, a scan that commits no results for this long is "
+                        "stopped and what is still missing is run again (Ray can leave a dead node's task "
+                        "unfinished); 0 turns this off (default 300)")
+    r.add_argument("--max-restarts", type=nonneg_int, default=3,
+                   help="most such restarts before the scan gives up, keeping what was committed (default 3)")
+    r.add_argument("--progress-every", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="when the output is not a terminal (logs), print a progress line this often (default 30); "
+                        "on a terminal the line updates in place")
+    r.add_argument("--no-progress", action="store_true", help="print no progress while scanning")
+    _add_storage(p)
+    _verbose(p)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML page of scan results",
+                       description="One HTML file (images embedded) to review a scan: a grid of the most "
+                                   "suspicious images first, boxes coloured by score, click to enlarge and see "
+                                   "the crops that were zoomed into, filters by verdict and status.")
+    p.add_argument("results", help="folder written by `zoomin scan --out`")
+    p.add_argument("--out", required=True, help="HTML file to write (its folder must exist)")
+    p.add_argument("--limit", type=positive_int, default=500,
+                   help="most images shown, most suspicious first (default 500)")
+    _add_storage(p)
+    _verbose(p)
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="make a labelled set of real and generated images, offline")
+    p.add_argument("--out", required=True, help="folder for images/ and labels.jsonl")
+    p.add_argument("--count", type=positive_int, default=SynthConfig.count,
+                   help=f"number of images (default {SynthConfig.count}: 40%% real, 20%% wholly and 40%% "
+                        "regionally generated)")
+    p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
+                   help=f"generator families, comma-separated (default {','.join(DEFAULT_FAMILIES)}; known: "
+                        f"{', '.join(FAMILIES)})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--real-dir", default=None,
+                   help="folder of your own real photos (default: photos shipped in scikit-image/scikit-learn, "
+                        "the 'synth' extra)")
+    p.add_argument("--jpeg-quality", type=_number(int, 1, 100), default=SynthConfig.jpeg_quality,
+                   help=f"the final encoding of every image (default {SynthConfig.jpeg_quality})")
+    p.add_argument("--generator-steps", type=positive_int, default=SynthConfig.generator_steps,
+                   help=f"training steps of each generator family (default {SynthConfig.generator_steps}, 7-30 s each)")
+    p.add_argument("--defocus", type=_number(float, 0, 1), default=SynthConfig.defocus,
+                   help="share of photo crops given a patch of simulated defocus (optical blur with sensor noise "
+                        "on top), real and generated alike: smooth areas that are real "
+                        f"(default {SynthConfig.defocus})")
+    p.add_argument("--calib-share", type=_number(float, 0, 1), default=SynthConfig.calib_share,
+                   help="share of images made from photos kept out of all training and used only for the calib "
+                        "and test splits, so that the score calibration knows photos the detector never saw "
+                        f"(default {SynthConfig.calib_share}; packaged photos: {', '.join(SynthConfig.calib_photos)}; "
+                        "your own folder: every seventh photo; 0: none)")
+    _verbose(p)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the compact detector",
+                       description="Train on a `zoomin synth` set (LABELS) and/or your own folders. Splits: "
+                                   "'train' fits the networks, 'calib' the score calibration; 'test' and "
+                                   "'holdout' are evaluated and the figures stored in the weights.")
+    p.add_argument("labels", nargs="?", default=None, help="labels.jsonl written by `zoomin synth`")
+    p.add_argument("--real", default=None, help="folder of real images (your own labelled data)")
+    p.add_argument("--generated", default=None, help="folder of generated images (your own labelled data)")
+    p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    p.add_argument("--version", default="custom", help="version string recorded in the weights and every output row")
+    p.add_argument("--exclude-source", action="append", default=[],
+                   help="leave this generator family (a label's 'source') out of training and calibration; repeatable")
+    p.add_argument("--scan-steps", type=positive_int, default=TrainConfig.scan_steps,
+                   help=f"training steps of the scan network (default {TrainConfig.scan_steps})")
+    p.add_argument("--zoom-steps", type=positive_int, default=TrainConfig.zoom_steps,
+                   help=f"training steps of the zoom network (default {TrainConfig.zoom_steps})")
+    p.add_argument("--view-size", type=_number(int, 16), default=DecodeConfig.view_max_side,
+                   help="longest side of the reduced image the scan net learns on; scan with the same "
+                        f"--view-size (default {DecodeConfig.view_max_side})")
+    p.add_argument("--device", default="auto",
+                   help="where the networks learn: 'cpu', 'cuda' or 'cuda:N'; 'auto' takes the first GPU torch sees, "
+                        "else the CPU. Calibration and validation run on the CPU either way, as a scan on CPU nodes "
+                        "would score (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _verbose(p)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a scan's results against labels",
+                       description="Join RESULTS (a `zoomin scan --out` folder) with LABELS by image path and "
+                                   "print accuracy, precision/recall/F1, ROC-AUC, calibration (ECE, and the ECE a "
+                                   "perfectly calibrated model would show on that many images), box IoU, "
+                                   "region recall at IoU 0.5 and flip rate, overall and per kind, source and split.")
+    p.add_argument("results", help="folder written by `zoomin scan --out`")
+    p.add_argument("--labels", required=True,
+                   help="labels: JSONL, or CSV/TSV (by extension), with 'file' (relative to the labels file) or 'uri', "
+                        "'label' (real/generated; 0/1 and fake/ai also read), optional 'kind', 'source', 'split', "
+                        "'boxes' ([[x1,y1,x2,y2], ...])")
+    p.add_argument("--split", default=None, help="evaluate only labels of this split (e.g. test)")
+    p.add_argument("--json", default=None, help="also write the full report to this JSON file")
+    _add_storage(p)
+    _verbose(p)
+
+
+def _add_submit(sub) -> None:
+    p = sub.add_parser("submit", help="run a zoomin command as a job on a running Ray cluster (Ray Jobs API)",
+                       description="Submit `zoomin COMMAND ...` (given after '--') to a Ray cluster through its "
+                                   "Jobs API. The job carries this version of zoomin; paths are read on the cluster. "
+                                   "A cluster started with Ray's defaults asks for its token: set RAY_AUTH_MODE=token "
+                                   "and give the token (see docs/operations.md).")
+    p.add_argument("--address", required=True, help="the cluster's dashboard / Jobs API, e.g. http://head:8265")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit with its status")
+    p.add_argument("--wait", action="store_true", help="wait until the job ends (no logs); exit with its status")
+    p.add_argument("--submission-id", default=None, help="the job's id (default: chosen by Ray)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the job (repeatable)")
+    p.add_argument("job", nargs=argparse.REMAINDER, help="-- followed by the zoomin command, e.g. -- scan SRC --out DST")
+    _verbose(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="zoomin", description=DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail, including Ray's own messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_scan, _add_report, _add_evaluate, _add_synth, _add_train, _add_submit):
+        add(sub)
+    return parser
