@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import stat
 import tarfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -54,8 +56,9 @@ class SourceConfig:
     image_column: str = "image"           # the bytes column of Parquet shards
     max_bytes: int = 512 * 1024 * 1024    # objects / members larger than this are not read
     storage: StorageConfig = field(default_factory=StorageConfig)
-    # Prefixes a manifest may point into; empty: any object-store URI, and local files under a
-    # local manifest's own folder.
+    # Prefixes a manifest may point into ('*': anything); empty: any object-store URI (s3, gs, az,
+    # ...), and local files under a local manifest's own folder. Other schemes (http, local,
+    # memory, ...) only under a root that names them.
     allow_roots: tuple[str, ...] = ()
 
 
@@ -279,26 +282,113 @@ def plan_manifest(manifest: str, cfg: SourceConfig = SourceConfig()) -> pa.Table
 
 
 def _resolve(entry: str, base: str) -> str:
+    if entry.lower().startswith("file://"):
+        path = _file_uri_path(entry)
+        return entry if path is None else os.path.normpath(path)  # another host's file: refused
     if "://" in entry or entry.startswith("/"):
         return entry if is_remote(entry) else os.path.normpath(entry)
     return posixpath.join(base, entry) if is_remote(base) else os.path.normpath(str(Path(base) / entry))
 
 
+# ---- which URIs a manifest may point at --------------------------------------------------------
+# By default a manifest may name objects in these object stores anywhere (the credentials decide
+# what is readable), and local files under its own folder. Every other scheme (http, https,
+# local, memory, ftp, sftp, hdfs, data, chains with '::', ...) only under an --allow-root that
+# names it: from the workers, http:// reaches instance-metadata endpoints, local:// and memory://
+# reach the node's own files and memory.
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+_SAME_STORE = {"s3a": "s3", "gcs": "gs"}  # one filesystem behind two names
+
+
+def _file_uri_path(uri: str) -> Optional[str]:
+    """The local path of file:///abs or file://localhost/abs; None for another host's file."""
+    rest = uri[len("file://"):]
+    if rest.startswith("/"):
+        return rest
+    host, _, path = rest.partition("/")
+    return "/" + path if host.lower() == "localhost" else None
+
+
+def _key(uri: str) -> tuple[Optional[tuple[str, str]], str]:
+    """(scheme, location) as compared with the roots, or (None, why it can never be allowed by
+    a prefix). Local paths (plain, file://, local://) are made absolute, with `..` and symbolic
+    links resolved; other URIs are compared as written, so a `..` segment refuses them."""
+    if "://" not in uri:
+        return ("file", os.path.realpath(uri)), ""
+    if "::" in uri:  # fsspec's URL chaining (zip://a.jpg::s3://b/x.zip, simplecache::https://...)
+        return ("::", uri), "a chained URL ('::')"
+    scheme, rest = uri.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "file":
+        path = _file_uri_path(uri)
+        if path is None:
+            return None, f"a file:// URI on another host ({rest.partition('/')[0]})"
+        return ("file", os.path.realpath(path)), ""
+    if scheme == "local":  # fsspec reads local://x relative to the worker's folder
+        if not rest.startswith("/"):
+            return None, "a relative local:// path"
+        return ("local", os.path.realpath(rest)), ""
+    if ".." in re.split(r"[/\\?#]", urllib.parse.unquote(rest)):  # %2e%2e too: HTTP servers decode it
+        return None, "a '..' segment in the URI"
+    return (_SAME_STORE.get(scheme, scheme), rest), ""
+
+
+def _under(key: tuple[str, str], root: tuple[str, str]) -> bool:
+    """Is `key` at or below `root`, compared path component by path component (s3://b/a allows
+    s3://b/a/x, never s3://b/ab/x)? A root of only a scheme (https://) allows all of it."""
+    if key[0] != root[0]:
+        return False
+    base = root[1].rstrip("/")
+    if not base and root[0] not in ("file", "local"):
+        return True
+    return key[1] == base or key[1].startswith(base + "/")
+
+
 def _allowed(uri: str, roots: tuple[str, ...], base: str) -> bool:
     """May a manifest at `base` make the workers read `uri`? With --allow-root: only under those
-    roots. By default: objects in object storage (the credentials decide what is readable), and
-    local files only under a local manifest's own folder - never /etc/shadow."""
+    roots ('*': anything). By default: objects in object storage (the credentials decide what is
+    readable), and local files only under a local manifest's own folder - never /etc/shadow,
+    never http:// (the cloud's metadata endpoint), local:// or memory://."""
     if "*" in roots:
         return True
-    if is_remote(uri) and ("/../" in uri or uri.endswith("/..")):
+    key, _ = _key(uri)
+    if key is None:
         return False
-    if not is_remote(uri):
-        uri = os.path.normpath(uri.removeprefix("file://"))
     if not roots:
-        if is_remote(uri):
+        if key[0] in OBJECT_STORES:
             return True
         roots = () if is_remote(base) else (base,)
-    return any(uri == r.rstrip("/") or uri.startswith(r.rstrip("/") + "/") for r in roots)
+    for r in roots:
+        rkey, _ = _key(r)
+        if rkey is not None and _under(key, rkey):
+            return True
+    return False
+
+
+def _refusal(uri: str, roots: tuple[str, ...]) -> str:
+    """The error of a manifest entry that _allowed refused: what it is, and how to allow it."""
+    key, why = _key(uri)
+    if key is None:
+        return f"refused: the manifest points at {why}, which is never read (only --allow-root '*' allows it)"
+    scheme = key[0]
+    listed = f"the allowed roots ({', '.join(roots)})"
+    # Roots given replace the defaults: the hint says so.
+    also = " (--allow-root replaces the defaults: list every root the manifest needs)" if not roots else ""
+    if scheme == "file":
+        real = f" (it resolves to {key[1]})" if key[1] != os.path.normpath(uri) else ""
+        where = listed if roots else "the manifest's own folder"
+        return f"refused: the manifest points at a local file outside {where}{real}; " \
+               f"allow its folder with --allow-root /that/folder{also}"
+    if scheme == "::":
+        return f"refused: the manifest points at a chained URL ('::'){' outside ' + listed if roots else ''}; " \
+               "allow it with an --allow-root that starts with that chain, or '*'"
+    if scheme in OBJECT_STORES:
+        return f"refused: the manifest points at {scheme}:// outside {listed}; " \
+               f"allow it with --allow-root {scheme}://bucket/prefix/"
+    example = "local:///folder/" if scheme == "local" else f"{scheme}://host/prefix/"
+    return f"refused: the manifest points at {scheme}://, which is read only under an --allow-root that names " \
+           f"it ({'none of ' + listed + ' does' if roots else 'none given'}); allow it with --allow-root " \
+           f"{example} or '*'{also}"
 
 
 # ---- reading, inside the Ray tasks -----------------------------------------------------------
@@ -337,9 +427,7 @@ def iter_inputs(unit: dict, cfg: SourceConfig) -> Iterator[tuple[ImageInput, Opt
         yield read_object(unit["uri"], unit["size"], cfg), unit["extra"]
         return
     if unit["kind"] == KIND_REFUSED:
-        roots = ", ".join(cfg.allow_roots) or "for local files, the manifest's own folder"
-        yield ImageInput(unit["uri"], None, f"refused: the manifest points outside the allowed roots ({roots}); "
-                         "allow it with --allow-root"), unit["extra"]
+        yield ImageInput(unit["uri"], None, _refusal(unit["uri"], cfg.allow_roots)), unit["extra"]
         return
     reader = _tar_members if unit["kind"] == KIND_TAR else _parquet_rows
     # Members already yielded (a retry after a broken stream skips them) or done by an earlier run.

@@ -1,6 +1,7 @@
 """`zoomin submit` and `zoomin scan --address` against a real Ray cluster started with
 `ray start --head` (dashboard and Jobs API on loopback) plus a worker node."""
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,23 @@ from tests.s3_support import free_port
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RAY = str(Path(sys.executable).parent / "ray")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def stop_cluster(temp: str) -> None:
+    """kill_cluster(temp), and first the processes it cannot tell by their command line: Ray's
+    agents rename themselves (ray::DashboardAgent, ray::RuntimeEnvAgent) and a job's driver runs
+    a plain `python ...`; all of them hold log files under `temp`. (`ray stop` would stop every
+    Ray cluster on the machine, other tests' too.)"""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(temp + "/") for fd in fds):
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            continue
+    kill_cluster(temp)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +57,7 @@ def ray_head():
                        env=env, check=True, capture_output=True, timeout=120)
         yield {"jobs": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{port}"}
     finally:
-        kill_cluster(temp)
+        stop_cluster(temp)
 
 
 def test_submit_follows_a_scan_to_completion(ray_head, tmp_path, capsys):
