@@ -42,13 +42,13 @@ class RayConfig:
 
 
 def _init_ray(rc: RayConfig):
-    if not rc.verbose:
-        from . import quiet
-        quiet.install()   # before Ray starts: its processes inherit the filtered stderr
     import ray
     import ray.data  # noqa: F401 - run_scan uses ray.data through the returned module
     if ray.is_initialized():
         return ray
+    if not rc.verbose:
+        from . import quiet
+        quiet.install()   # before Ray starts: its processes inherit the filtered stderr
     # ERROR: not Ray's notice that token authentication is on for the cluster it starts.
     kwargs = dict(logging_level=logging.INFO if rc.verbose else logging.ERROR, log_to_driver=True)
     # A job submitted through the Jobs API finds its cluster in RAY_ADDRESS.

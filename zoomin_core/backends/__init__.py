@@ -34,10 +34,13 @@ BACKENDS: dict[str, str] = {
     "fake": "zoomin_core.backends.fake:FakeBackend",
     "vlm": "zoomin_core.backends.vlm:VLMBackend",
 }
+# Deterministic doubles for tests and dry runs: loadable by name, never offered to users.
+TEST_DOUBLES = ("fake",)
 
 
 def available() -> list[str]:
-    return sorted(BACKENDS)
+    """The backends a user chooses from."""
+    return sorted(b for b in BACKENDS if b not in TEST_DOUBLES)
 
 
 def load_backend(name: str, model: Optional[str] = None, **options) -> Backend:
