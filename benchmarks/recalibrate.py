@@ -1,10 +1,12 @@
 """Calibrate existing compact weights again on a labelled set, keeping their networks: the first
 look, the region scores, the final score's zoom weight and the boxes settings are fitted on its
 'calib' split (zoomin_core/calibrate.py), then the 'test' and 'holdout' splits are scored and the
-figures stored in the weights. The shipped compact-v8 is compact-v7's networks calibrated this way:
+figures stored in the weights. The shipped compact-v8 is compact-v7's networks calibrated this way
+(v7 is the previous release's file, kept in the repository's history):
 
     zoomin synth --out data/synth
-    python benchmarks/recalibrate.py --weights zoomin_core/weights/compact-v7.safetensors \\
+    git show fa7e763:zoomin_core/weights/compact-v7.safetensors > compact-v7.safetensors
+    python benchmarks/recalibrate.py --weights compact-v7.safetensors \\
         --labels data/synth/labels.jsonl --out zoomin_core/weights/compact-v8.safetensors --version v8
 """
 from __future__ import annotations
