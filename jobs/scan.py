@@ -111,15 +111,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     check_model(cfg.model, storage, cfg.backend)
     output = open_output(out, storage)
     decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
-    if decision.mode == "incremental" and not runs.remaining(units, runs.read_done(output)).num_rows:
-        # Nothing new: no cluster, no run record, no work started for nothing.
-        print(f"zoomin: incremental: every one of the {units.num_rows} input(s) already has its row in "
-              f"{output.uri}; nothing to scan", flush=True)
-        return summarise(output, Summary(src=manifest or src or "", out=output.uri, inputs=units.num_rows,
-                                         backend=cfg.backend, stages=cfg.examine.stages, mode="incremental"),
-                         units.column("uri").to_pylist(),
-                         {u for u, k in zip(units.column("uri").to_pylist(), units.column("kind").to_pylist())
-                          if k in (KIND_TAR, KIND_PARQUET)})
+    if decision.mode == "incremental":
+        done = runs.read_done(output)
+        if not runs.remaining(units, done).num_rows:
+            return _nothing_new(units, output, done, cfg, manifest or src or "")
     # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.
     ray = _init_ray(rc)
     ctx = ray.data.DataContext.get_current()
@@ -165,6 +160,26 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     runs.write_record(output, {**run.record, "state": "complete" if summary.complete else "incomplete",
                                "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                **summary_record(summary)})
+    return summary
+
+
+def _nothing_new(units, output, done: dict, cfg: JobConfig, src: str) -> Summary:
+    """--incremental with every input already in the output: say so, start no cluster, write
+    nothing (the run record stays the last real run's)."""
+    uris, kinds = units.column("uri").to_pylist(), units.column("kind").to_pylist()
+    notes = []
+    moved = runs.changed(units, done)
+    if moved:  # as a run would say it: their rows are kept
+        notes.append(f"{len(moved)} object(s) changed size since their row was made (e.g. {moved[0]}); "
+                     "their rows are kept - pass --rescan to redo them")
+    for note in notes:
+        print(f"zoomin: note: {note}", flush=True)
+    print(f"zoomin: incremental: all {units.num_rows} input(s) already have their row in {output.uri}; "
+          "nothing to scan", flush=True)
+    summary = Summary(src=src, out=output.uri, inputs=units.num_rows, backend=cfg.backend,
+                      stages=cfg.examine.stages, mode="incremental", notes=notes)
+    summary = summarise(output, summary, uris, {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)})
+    summary.new_rows = 0
     return summary
 
 

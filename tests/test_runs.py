@@ -130,8 +130,15 @@ def test_incremental_runs_scan_only_new_images(ray_local, tmp_path, capsys):
     assert main(base + ["--incremental"]) == 0
     printed = capsys.readouterr().out
     assert "0 new" in printed and "1 object(s) changed size" in printed and "img_0002.jpg" in printed
-    # Another job (different stages) is refused; --rescan redoes everything.
+    assert "nothing to scan" in printed
+    # Other settings (here the stages) are refused on --incremental; --rescan redoes everything.
+    _images(src, 1, start=9)
     assert main(base + ["--stages", "scan", "--incremental"]) == 2
+    assert "stages was 'scan,zoom', now 'scan'" in capsys.readouterr().err
+    (src / "img_0009.jpg").unlink()
+    # Another SRC is another job: refused unless --overwrite.
+    assert main(["scan", str(src / "img_0001.jpg"), "--out", str(out), "--no-progress", "--backend", "fake",
+                 "--incremental"]) == 2
     assert "another job" in capsys.readouterr().err
     assert main(base + ["--rescan"]) == 0
     assert "9 new" in capsys.readouterr().out and not any((out / n).exists() for n in first)
@@ -140,21 +147,24 @@ def test_incremental_runs_scan_only_new_images(ray_local, tmp_path, capsys):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_model_change_is_reported(ray_local, tmp_path, capsys):
+def test_a_model_or_prior_change_is_refused_on_incremental_and_recorded(ray_local, tmp_path, capsys):
     src, out = tmp_path / "src", tmp_path / "out"
     _images(src, 2)
     assert main(["scan", str(src), "--out", str(out), "--no-progress"]) == 0
     _images(src, 1, start=2)
     other = tmp_path / "retrained.safetensors"
     shutil.copy(DEFAULT_WEIGHTS, other)
-    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--model", str(other)]) == 0
-    printed = capsys.readouterr().out
-    assert "--model changed since the last run" in printed and "1 new" in printed
-    _images(src, 1, start=3)
-    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--model", str(other),
-                 "--prior", "0.05"]) == 0
-    printed = capsys.readouterr().out
-    assert "--prior changed since the last run (None -> 0.05)" in printed and "1 new" in printed
+    # the same file under another path: the path differs, the sha256 does not
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--model", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "model was 'default', now" in err and "model_sha256" not in err and "--rescan" in err
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--prior", "0.05"]) == 2
+    assert "prior was None, now 0.05" in capsys.readouterr().err
+    # --rescan redoes every row under the new settings, and the rows say which prior they assume
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--rescan", "--prior", "0.05"]) == 0
+    assert "prior changed since the last run" in capsys.readouterr().out
+    rows = read_results(out).to_pylist()
+    assert len(rows) == 3 and all(r["prior"] == pytest.approx(0.05) for r in rows)
 
 
 def test_manifest_cannot_reach_outside_its_roots(tmp_path):

@@ -131,7 +131,9 @@ def cue_auc(model: CompactModel, rows: list[ResultRow], calib: list[Sample]) -> 
             for name in ("detail", "periodicity")} if len(set(labels)) == 2 else {}
 
 
-def calibrate(model: CompactModel, samples: list[Sample]) -> None:
+def calibrate(model: CompactModel, samples: list[Sample], keep: tuple[str, ...] = ()) -> None:
+    """Fit every calibration parameter on the calib split, except those named in `keep`
+    ("scan_calibration", "boxes"), which stay as the weights have them."""
     calib = [s for s in samples if s.split == "calib"]
     if not calib:
         log.warning("no 'calib' split: calibrating on the training split (scores will be over-confident)")
@@ -144,13 +146,17 @@ def calibrate(model: CompactModel, samples: list[Sample]) -> None:
         log.warning("the calib split holds %d real and %d generated images: scores calibrated on so few are "
                     "unreliable; give it at least %d of each (with --real/--generated folders, 1 file in 10 "
                     "calibrates)", len(labels) - n_gen, n_gen, MIN_CALIB_PER_LABEL)
+    kept = {k: model.meta[k] for k in keep if k in model.meta}
     for key in ("scan_calibration", "fusion", "boxes", "surprise", "zoom_calibration", "zoom_weight", "cue_auc"):
         model.meta.pop(key, None)
+    model.meta.update(kept)
     model.meta["threshold"] = 0.5
     backend = CompactBackend(model=model)
-    max_logit = np.array([m.max() for m in backend.scan_logits([View(s.view, 1.0, 1.0) for s in calib])])
-    model.meta["scan_calibration"] = fit_logistic(max_logit[:, None], labels)
-    model.meta["boxes"] = fit_boxes(backend, calib)  # its maps read the calibration just fitted
+    if "scan_calibration" not in kept:
+        max_logit = np.array([m.max() for m in backend.scan_logits([View(s.view, 1.0, 1.0) for s in calib])])
+        model.meta["scan_calibration"] = fit_logistic(max_logit[:, None], labels)
+    if "boxes" not in kept:
+        model.meta["boxes"] = fit_boxes(backend, calib)  # its maps read the calibration just fitted
     # Region scores: the zoom net's raw probability (no calibration yet) -> Platt scaling of the
     # best region's logit per image.
     rows = run_samples(model, calib)
