@@ -41,6 +41,8 @@ main{padding:14px 20px 40px}
  padding:0 4px;border-radius:3px 3px 3px 0;box-shadow:0 0 0 1px rgba(0,0,0,.4)}
 .lab.in{bottom:auto;top:0;border-radius:0 0 3px 0}
 .lab.right{left:auto;right:-2px;border-radius:3px 3px 0 3px}
+.lab.below{bottom:auto;top:100%;border-radius:0 3px 3px 3px}
+.lab.inb{bottom:0;border-radius:0 3px 0 0}
 .box.hl{border-width:3px;z-index:99!important;box-shadow:0 0 0 2px #fff,0 0 0 3px #000}
 .note{position:absolute;right:6px;bottom:6px;font-size:11px;background:rgba(0,0,0,.7);color:#fff;padding:1px 6px;border-radius:4px}
 .noimg{color:#ddd;text-align:center;font-size:13px;padding:0 10px}
@@ -116,18 +118,45 @@ function picture(r, src) {
   r.boxes.forEach((b, n) => {
     const d = el("div", "box");
     d.dataset.n = n;
-    d.style.zIndex = r.boxes.length - n;   // where chips overlap, the higher-scored region's is on top
     Object.assign(d.style, {left: pct(b.x1 / r.w), top: pct(b.y1 / r.h), width: pct((b.x2 - b.x1) / r.w),
                             height: pct((b.y2 - b.y1) / r.h), borderColor: b.colour});
     const lab = el("span", "lab", `${n + 1} \u00b7 ${b.score.toFixed(2)}`);
     lab.style.background = b.colour;
     lab.style.color = b.ink;
-    if (b.y1 / r.h < 0.09) lab.classList.add("in");       // no room above the box
+    // Boxes set no z-index (no stacking context of their own), so every chip lies above every
+    // box's border, and where chips overlap the higher-scored region's is on top.
+    lab.style.zIndex = 10 + r.boxes.length - n;
     if (b.x1 / r.w > 0.72) lab.classList.add("right");    // keep the chip inside the frame
     d.append(lab);
     pic.append(d);
   });
+  requestAnimationFrame(() => declutter(pic));   // once laid out: chips must not hide each other
   return pic;
+}
+
+// Each chip, highest score first, takes the place (above its box, inside its top, below it,
+// inside its bottom) inside the picture that overlaps the chips already placed the least.
+function declutter(pic) {
+  const frame = pic.getBoundingClientRect();
+  if (!frame.width) return;   // not shown (a filtered-out card)
+  const placed = [];
+  const overlap = (r) => placed.reduce((sum, q) => sum + Math.max(0, Math.min(r.right, q.right) - Math.max(r.left, q.left))
+                                                 * Math.max(0, Math.min(r.bottom, q.bottom) - Math.max(r.top, q.top)), 0);
+  const places = ["", "in", "below", "inb"];
+  for (const lab of pic.querySelectorAll(".lab")) {
+    let best = null;
+    for (const place of places) {
+      lab.classList.remove(...places.slice(1));
+      if (place) lab.classList.add(place);
+      const r = lab.getBoundingClientRect();
+      const cost = overlap(r) + (r.top < frame.top - 1 || r.bottom > frame.bottom + 1 ? 1e6 : 0);
+      if (best === null || cost < best.cost) best = {place, cost};
+      if (cost === 0) break;
+    }
+    lab.classList.remove(...places.slice(1));
+    if (best.place) lab.classList.add(best.place);
+    placed.push(lab.getBoundingClientRect());
+  }
 }
 
 function scoreChip(r) {

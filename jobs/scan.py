@@ -202,9 +202,13 @@ def _execute(units, todo, output, run: runs.RunStart, cfg: JobConfig, plan, rc: 
     registry = dedupe.start(run.run_id) if todo.num_rows else None
     try:
         _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry)
-    finally:
-        if registry is not None:
-            ray.kill(registry)
+    except KeyboardInterrupt:
+        # The model actors still running would each report the registry's death; Ray ends them,
+        # and the registry with them, when this driver exits.
+        ray.shutdown()
+        raise
+    if registry is not None:
+        ray.kill(registry)
 
 
 def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) -> None:

@@ -171,6 +171,7 @@ class Summary:
     mode: str = "new"          # new | resume | incremental | rescan | overwrite
     new_rows: int = 0          # rows this run wrote (the others were there before)
     copies: int = 0            # scored rows whose bytes equal an earlier row's (they share its result)
+    refused: int = 0           # manifest entries outside the allowed roots (read_error rows saying so)
     notes: list = field(default_factory=list)
 
     @property
@@ -189,7 +190,7 @@ class Summary:
         earlier = f", {self.rows - self.new_rows} from earlier runs ({self.mode})" if self.rows != self.new_rows else ""
         lines = [
             f"zoomin: {self.rows} row(s) for {what}; {self.new_rows} new in {self.seconds:.1f}s "
-            f"({self.images_per_s:.2f} images/s){earlier}",
+            f"({self.images_per_s:.2f} images/s, start-up included){earlier}",
             f"  verdicts: {verdict}",
             f"  status:   {status}",
             f"  first look overturned by zooming in: {self.flipped}",
@@ -198,6 +199,9 @@ class Summary:
             f"  model:    {self.model} ({self.stages})",
             f"  results:  {self.out} ({self.files} Parquet file(s))",
         ]
+        if self.refused:
+            lines.append(f"  refused:  {self.refused} manifest entr{'y' if self.refused == 1 else 'ies'} outside the "
+                         "allowed roots were not read (read_error rows say why; --allow-root allows more)")
         lines += [f"  note:     {n}" for n in self.notes]
         if not self.complete:
             lines.append(f"  WARNING: expected exactly one row per input; got {self.rows} rows, "
@@ -207,7 +211,7 @@ class Summary:
 
 def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set[str]) -> Summary:
     files = result_files(out)  # listed once: on object stores a listing is a paged request
-    t = _read_files(out, files, ["uri", "status", "verdict", "initial_verdict", "model", "image_id"])
+    t = _read_files(out, files, ["uri", "status", "error", "verdict", "initial_verdict", "model", "image_id"])
     uris = t.column("uri").to_pylist()
     summary.rows = t.num_rows
     summary.files = len(files)
@@ -218,6 +222,7 @@ def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set
     summary.missing = [u for u in planned if u not in (seen_shards if u in shard_uris else seen)][:20]
     summary.shards = len(shard_uris)
     summary.by_status = dict(Counter(t.column("status").to_pylist()))
+    summary.refused = sum(1 for e in t.column("error").to_pylist() if e and e.startswith("refused"))
     ok_ids = [i for i, st in zip(t.column("image_id").to_pylist(), t.column("status").to_pylist()) if st == "ok"]
     summary.copies = len(ok_ids) - len(set(ok_ids))
     summary.by_verdict = dict(Counter(v for v in t.column("verdict").to_pylist() if v))

@@ -44,10 +44,15 @@ def entrypoint(command: list[str]) -> str:
     from .args import build_parser
     if not command or command[0] == "submit":
         raise SubmitError("give the zoomin command to run after '--', e.g. -- scan s3://bucket/ --out s3://out/")
-    try:
-        build_parser().parse_args(command)
+    import contextlib
+    import io
+    said = io.StringIO()
+    try:   # the parser's own one-line reason, inside ours: one line in all
+        with contextlib.redirect_stderr(said):
+            build_parser().parse_args(command)
     except SystemExit:
-        raise SubmitError(f"not a valid zoomin command: {shlex.join(command)}") from None
+        why = said.getvalue().strip().split(": error: ", 1)[-1]
+        raise SubmitError(f"not a valid zoomin command ({shlex.join(command)}): {why}") from None
     return "python -m jobs.cli " + shlex.join(command)
 
 

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh ray
 . .venv/bin/activate
-zoomin scan --out zoomin-demo/results --overwrite
+zoomin scan jobs/samples --out zoomin-demo/results --overwrite
 zoomin report zoomin-demo/results --out zoomin-demo/report.html
 echo "open zoomin-demo/report.html to look at the results"

@@ -138,7 +138,9 @@ def _load(im: Image.Image) -> Image.Image:
     except OSError as e:
         msg = str(e)
         if "truncated" in msg:
-            raise DecodeError(STATUS_DECODE_ERROR, f"truncated image data: {msg}") from None
+            # Pillow's "(N bytes not processed)" counts its own buffer, not what is missing.
+            raise DecodeError(STATUS_DECODE_ERROR, "truncated image data: the file ends before the image "
+                                                   "does (a cut-off upload or copy)") from None
         raise DecodeError(STATUS_DECODE_ERROR, f"cannot decode pixels: {msg}") from None
     except Exception as e:  # noqa: BLE001
         raise DecodeError(STATUS_DECODE_ERROR, f"cannot decode pixels: {type(e).__name__}: {e}") from None

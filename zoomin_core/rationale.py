@@ -82,8 +82,8 @@ def scan_explanation(boxes: Sequence[Box], score: float, verdict: str) -> str:
     """Stage-1 text: what the reduced view showed."""
     if not boxes:
         return f"First look at the whole image (reduced): {verdict} ({score:.2f}); no region stands out."
-    return (f"First look at the whole image (reduced): {verdict} ({score:.2f}); "
-            f"{len(boxes)} region(s) proposed for a closer look.")
+    # No count: overlapping proposals are merged and cut to --max-boxes after this text is made.
+    return f"First look at the whole image (reduced): {verdict} ({score:.2f}); its most suspicious regions go to the zoom."
 
 
 def _where(b: Box) -> str:
