@@ -58,9 +58,14 @@ class CompactBackend:
             self.shift = float(logit(prior, 1e-9) - logit(calibration_share(self.model), 1e-9))
         # The share of generated images the scores assume, written into every row ("prior").
         self.prior = float(prior) if prior is not None else (float(share) if share is not None else None)
-        # Older weights (before v8's fit) hold neither: their zoom scores read uncalibrated, even.
+        # Region calibration and the zoom's weight in the final score (compact_model.fuse). Weights
+        # calibrated before this rule hold neither: their region scores stay raw, the looks count evenly.
         self.zoom_calibration = self.model.meta.get("zoom_calibration", (1.0, 0.0))
         self.zoom_weight = float(self.model.meta.get("zoom_weight", 0.5))
+        if "zoom_weight" not in self.model.meta and "fusion" in self.model.meta:
+            log.warning("compact/%s was calibrated by an earlier version (a product term in the final score, "
+                        "which can contradict both looks): its looks now count evenly; calibrate it again "
+                        "(benchmarks/recalibrate.py) or train with this version", self.model.version)
 
     @property
     def model_id(self) -> str:
