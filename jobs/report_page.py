@@ -33,7 +33,7 @@ main{padding:14px 20px 40px}
 .card.gen{border-top-color:#dc2626}.card.real{border-top-color:#16a34a}.card.err{border-top-color:#6b7280}
 .thumb{position:relative;height:240px;background:#2b2b30;display:flex;align-items:center;justify-content:center;padding:18px 8px 8px}
 .thumb .pic{width:min(100%,calc(214px * var(--r)))}
-.pic{position:relative;aspect-ratio:var(--r);margin:0 auto;max-width:100%}
+.pic{isolation:isolate;position:relative;aspect-ratio:var(--r);margin:0 auto;max-width:100%}
 .pic img{display:block;width:100%;height:100%}
 .pic.small img,.crop img.px{image-rendering:pixelated}
 .box{position:absolute;border:2px solid;box-shadow:0 0 0 1px rgba(0,0,0,.55),inset 0 0 0 1px rgba(0,0,0,.35);min-width:3px;min-height:3px}
