@@ -197,6 +197,10 @@ def _add_scan(sub) -> None:
     m.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="STAGES",
                    help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
     m.add_argument("--max-boxes", type=positive_int, default=4, help="most regions zoomed into per image (default 4)")
+    m.add_argument("--examine-all", action="store_true",
+                   help="also run the models on images whose metadata says they were generated (IPTC "
+                        "DigitalSourceType, generator text chunks), for their boxes; the verdict stays the "
+                        "mark's (default: such images are decided by provenance, without the models)")
     m.add_argument("--margin", type=_number(float, 0, 10), default=0.15,
                    help="context added around each region before cropping, as a fraction of its size (default 0.15)")
     m.add_argument("--min-crop-side", type=positive_int, default=64,

@@ -52,7 +52,7 @@ def cmd_scan(a) -> int:
         return _fail("scan", "--num-cpus sizes the local cluster zoomin starts; with --address the cluster has its own")
     try:
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
-                                max_boxes=a.max_boxes,
+                                max_boxes=a.max_boxes, examine_all=a.examine_all,
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))

@@ -5,6 +5,7 @@ Rows cross the Ray boundary as Arrow tables; `zoomin_core` records live inside e
 """
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from zoomin_core.decode import prepare
+from zoomin_core.provenance import Signal
 from zoomin_core.records import STATUS_OK, Prepared, ResultRow, View
 from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
@@ -33,6 +35,7 @@ PREPARED_SCHEMA = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()), ("view", pa.binary()), ("view_h", pa.int32()),
     ("view_w", pa.int32()), ("scale_x", pa.float64()), ("scale_y", pa.float64()),
     ("data", pa.large_binary()), ("decode_s", pa.float64()), ("nbytes", pa.int64()), ("extra", pa.string()),
+    ("provenance", pa.string()),   # the marks read while decoding (provenance.Signal fields), JSON
 ])
 
 
@@ -66,6 +69,8 @@ def _prepared_to_arrow(ps: list[Prepared], extras: list[Optional[str]]) -> pa.Ta
         "scale_y": [p.view.scale_y if p.view is not None else 1.0 for p in ps],
         "data": [p.data for p in ps], "decode_s": [p.decode_s for p in ps], "nbytes": [p.nbytes for p in ps],
         "extra": extras,
+        "provenance": [json.dumps([[s.signal, s.detail, s.says] for s in p.provenance]) if p.provenance else None
+                       for p in ps],
     }
     return pa.Table.from_pydict(cols, schema=PREPARED_SCHEMA)
 
@@ -77,8 +82,9 @@ def _arrow_to_prepared(t: pa.Table) -> list[Prepared]:
         if r["view"] is not None:
             px = np.frombuffer(r["view"], np.uint8).reshape(r["view_h"], r["view_w"], 3)
             view = View(px, r["scale_x"], r["scale_y"])
+        marks = tuple(Signal(*m) for m in json.loads(r["provenance"])) if r["provenance"] else ()
         out.append(Prepared(r["image_id"], r["uri"], r["status"], r["error"], r["width"],
-                            r["height"], view, r["data"], r["decode_s"], r["nbytes"]))
+                            r["height"], view, r["data"], r["decode_s"], r["nbytes"], marks))
     return out
 
 

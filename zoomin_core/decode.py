@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import provenance
 from .records import (STATUS_DECODE_ERROR, STATUS_OK, STATUS_TOO_LARGE, STATUS_UNSUPPORTED,
                       ImageInput, Prepared, View, STATUS_READ_ERROR)
 
@@ -181,11 +182,12 @@ def prepare(item: ImageInput, cfg: DecodeConfig = DecodeConfig()) -> Prepared:
         if rgb.size != (vw, vh):
             rgb = rgb.resize((vw, vh), Image.Resampling.BILINEAR)
         view = View(np.asarray(rgb, dtype=np.uint8), scale_x=width / vw, scale_y=height / vh)
+        marks = provenance.read(im.info)   # after loading: PNG text chunks may follow the pixels
     except DecodeError as e:
         return Prepared(image_id, item.uri, e.status, e.message, decode_s=time.perf_counter() - t0,
                         nbytes=len(item.data))
     return Prepared(image_id, item.uri, STATUS_OK, None, width, height, view, item.data,
-                    decode_s=time.perf_counter() - t0, nbytes=len(item.data))
+                    decode_s=time.perf_counter() - t0, nbytes=len(item.data), provenance=marks)
 
 
 def decode_full(data: bytes, cfg: DecodeConfig = DecodeConfig()) -> np.ndarray:

@@ -102,6 +102,7 @@ class Prepared:
     data: Optional[bytes] = None
     decode_s: float = 0.0
     nbytes: int = 0                  # size of the input's bytes (0 when they could not be read)
+    provenance: tuple = ()           # provenance.Signal marks read from its metadata
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class ResultRow:
     prompt_version: Optional[str] = None   # the prompt templates' version (vlm backends)
     raw: Optional[str] = None              # the model's own text as JSON, with --keep-raw
     prior: Optional[float] = None          # the share of generated images the score assumes
+    provenance: tuple = ()                 # provenance.Signal marks read from the file's metadata
+    decided_by: Optional[str] = None       # "provenance", or the backend whose score decided
 
     @staticmethod
     def failed(prepared: Prepared, status: str, error: str, model: Optional[str] = None,
@@ -169,4 +172,4 @@ class ResultRow:
             width=prepared.width or None, height=prepared.height or None, verdict=None,
             score=None, initial_verdict=None, initial_score=None, model=model, stages=stages,
             decode_s=prepared.decode_s, nbytes=prepared.nbytes, prompt_version=prompt_version, raw=raw,
-            prior=prior)
+            prior=prior, provenance=prepared.provenance)

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, TypeVar
 
-from . import geometry
+from . import geometry, provenance
 from .backends import Backend
 from .decode import DecodeConfig, DecodeError, decode_full, prepare
-from .records import (STATUS_MODEL_ERROR, STATUS_OK, STATUS_UNPARSEABLE, Box, ImageInput, Prepared,
+from .records import (GENERATED, STATUS_MODEL_ERROR, STATUS_OK, STATUS_UNPARSEABLE, Box, ImageInput, Prepared,
                       ResultRow, ScanResult, Verdict)
 from .vlm_parse import Unparseable
 
@@ -39,6 +39,9 @@ class ExamineConfig:
     # Regions overlapping more than this IoU are merged into one before zooming.
     merge_iou: float = 0.3
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # Images whose metadata says they were generated (provenance.py) are decided without the
+    # models; True examines them too, for their boxes (the verdict stays the mark's).
+    examine_all: bool = False
 
     def __post_init__(self):
         if self.stages not in STAGE_CHOICES:
@@ -133,7 +136,9 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
     for i, p in enumerate(prepared):
         if p.status != STATUS_OK:
             out[i] = ResultRow.failed(p, p.status, p.error or p.status, model, cfg.stages, prompts)
-    todo = [i for i, p in enumerate(prepared) if p.status == STATUS_OK]
+        elif provenance.decides(p.provenance) and not cfg.examine_all:
+            out[i] = _decided(p, model, cfg, prompts)
+    todo = [i for i, p in enumerate(prepared) if p.status == STATUS_OK and out[i] is None]
     t0 = time.perf_counter()
     scans = _guarded(backend.scan, [prepared[i].view for i in todo])
     scan_s = (time.perf_counter() - t0) / max(1, len(todo))
@@ -144,7 +149,7 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
         elif not cfg.zoom:
             boxes = _scan_boxes(p, s, cfg)
             out[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
-                          model, cfg, scan_s, 0.0, prompts, prior)
+                          model, cfg, scan_s, 0.0, prompts, prior, backend.name)
         else:
             out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s, prior=prior)
     return out  # type: ignore[return-value]
@@ -187,7 +192,7 @@ def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = E
         if len(v.region_scores) == len(it.boxes):  # report the zoom's judgement of each region
             boxes = _best_first([replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)])
         rows[i] = _row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s,
-                       it.prompts, it.prior)
+                       it.prompts, it.prior, backend.name)
     return rows  # type: ignore[return-value]
 
 
@@ -199,20 +204,34 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
     return _checked(prepared, zoom_stage(backend, staged, cfg))
 
 
+def _decided(p: Prepared, model: str, cfg: ExamineConfig, prompts: str | None) -> ResultRow:
+    """The row of an image its own metadata says was generated: no model ran on it."""
+    return ResultRow(
+        image_id=p.image_id, uri=p.uri, status=STATUS_OK, error=None, width=p.width, height=p.height,
+        verdict=GENERATED, score=1.0, initial_verdict=None, initial_score=None,
+        rationale=provenance.sentence(p.provenance) + " Its pixels were not examined (--examine-all examines them).",
+        model=model, stages=cfg.stages, decode_s=p.decode_s, nbytes=p.nbytes, prompt_version=prompts,
+        provenance=p.provenance, decided_by="provenance")
+
+
 def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
          cfg: ExamineConfig, scan_s: float, zoom_s: float, prompts: str | None = None,
-         prior: float | None = None) -> ResultRow:
+         prior: float | None = None, by: str | None = None) -> ResultRow:
     raw = None
     if s.raw or v.raw:
         raw = json.dumps({"scan": json.loads(s.raw) if s.raw else None,
                           "zoom": json.loads(v.raw) if v.raw and v.raw != s.raw else None})
+    verdict, score, rationale, decided_by = v.verdict, float(v.score), v.rationale, by
+    if provenance.decides(p.provenance):   # --examine-all: the pixels were judged too, the mark decides
+        verdict, score, decided_by = GENERATED, 1.0, "provenance"
+        rationale = f"{provenance.sentence(p.provenance)} The pixels, examined too: {v.rationale}"
     return ResultRow(
         image_id=p.image_id, uri=p.uri, status=STATUS_OK, error=None, width=p.width,
-        height=p.height, verdict=v.verdict, score=float(v.score), initial_verdict=s.initial_verdict,
+        height=p.height, verdict=verdict, score=score, initial_verdict=s.initial_verdict,
         initial_score=float(s.initial_score), boxes=tuple(geometry.to_int(b) for b in boxes),
-        explanation=s.explanation, rationale=v.rationale, model=model, stages=cfg.stages,
+        explanation=s.explanation, rationale=rationale, model=model, stages=cfg.stages,
         decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, nbytes=p.nbytes, prompt_version=prompts, raw=raw,
-        prior=prior)
+        prior=prior, provenance=p.provenance, decided_by=decided_by)
 
 
 def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list[ResultRow]:
