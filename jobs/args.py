@@ -197,6 +197,9 @@ def _add_scan(sub) -> None:
     m.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="STAGES",
                    help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
     m.add_argument("--max-boxes", type=positive_int, default=4, help="most regions zoomed into per image (default 4)")
+    m.add_argument("--c2pa-trust", default=None, metavar="FILE",
+                   help="PEM file of trust anchors for C2PA signers: a signed capture claim whose signer chains to "
+                        "one decides 'real' (default: none; capture claims are recorded and never decide)")
     m.add_argument("--examine-all", action="store_true",
                    help="also run the models on images whose metadata says they were generated (IPTC "
                         "DigitalSourceType, generator text chunks), for their boxes; the verdict stays the "

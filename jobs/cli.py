@@ -25,6 +25,16 @@ def _fail(command: str, message: str, code: int = 2) -> int:
     return code
 
 
+def _trust(path):
+    """--c2pa-trust FILE -> its PEM text (read once here; the decode tasks get the text)."""
+    if path is None:
+        return None
+    text = Path(path).read_text()   # a missing file: one line, exit 2 (main)
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"--c2pa-trust {path}: not a PEM file of certificates")
+    return text
+
+
 def cmd_scan(a) -> int:
     from zoomin_core.backends.vlm_families import CheckpointError
     from zoomin_core.decode import DecodeConfig
@@ -53,7 +63,8 @@ def cmd_scan(a) -> int:
     try:
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
                                 max_boxes=a.max_boxes, examine_all=a.examine_all,
-                                decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size))
+                                decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size,
+                                                    c2pa_trust=_trust(a.c2pa_trust)))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))
         options = {}

@@ -80,7 +80,13 @@ def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) ->
             "prompt_version": prompts, "prior": cfg.backend_options.get("prior"), "stages": ex.stages,
             "view_size": ex.decode.view_max_side, "max_boxes": ex.max_boxes, "margin": ex.margin,
             "min_crop_side": ex.min_crop_side, "max_pixels": ex.decode.max_pixels,
-            "max_bytes": cfg.source.max_bytes, "vlm": vlm, "examine_all": ex.examine_all}
+            "max_bytes": cfg.source.max_bytes, "vlm": vlm, "examine_all": ex.examine_all,
+            "c2pa_trust": hashlib_sha256(ex.decode.c2pa_trust)}
+
+
+def hashlib_sha256(text: Optional[str]) -> Optional[str]:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
 def model_digest(cfg: JobConfig) -> Optional[str]:

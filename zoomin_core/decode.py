@@ -48,6 +48,9 @@ class DecodeConfig:
     min_side: int = 16
     # Decode JPEG scan views with DCT scaling (draft mode). Off only for benchmarks.
     draft: bool = True
+    # PEM trust anchors for C2PA signers (--c2pa-trust), read while decoding: a capture claim
+    # decides `real` only when its signer chains to one of them. None: no signer is trusted.
+    c2pa_trust: str | None = None
 
     def __post_init__(self):
         if self.max_pixels <= 0 or self.view_max_side < 32 or self.min_side < 1:
@@ -182,7 +185,8 @@ def prepare(item: ImageInput, cfg: DecodeConfig = DecodeConfig()) -> Prepared:
         if rgb.size != (vw, vh):
             rgb = rgb.resize((vw, vh), Image.Resampling.BILINEAR)
         view = View(np.asarray(rgb, dtype=np.uint8), scale_x=width / vw, scale_y=height / vh)
-        marks = provenance.read(im.info)   # after loading: PNG text chunks may follow the pixels
+        # after loading: PNG text chunks may follow the pixels
+        marks = provenance.read(im.info, item.data, im.format, cfg.c2pa_trust)
     except DecodeError as e:
         return Prepared(image_id, item.uri, e.status, e.message, decode_s=time.perf_counter() - t0,
                         nbytes=len(item.data))

@@ -7,7 +7,12 @@ re-encode, screenshot or upload pipeline drops metadata. An unsigned capture cla
 and never decides (anyone can write it); a generated or composite claim decides `generated`
 (`decides`): a mark that admits generation is not worth forging.
 
-Read here (signed C2PA manifests and invisible watermarks are not read yet):
+Read here (invisible watermarks are not read yet):
+- C2PA Content Credentials embedded in the file (`c2pa-python`; no remote manifest is ever
+  fetched): validation state, signer, claim generator, and the `digitalSourceType` of its
+  actions. A manifest that does not validate (tampered pixels, a broken signature) is recorded
+  as such and never decides. A capture claim decides `real` only when its signer chains to a
+  trust anchor the job was given (`--c2pa-trust`), as signal `c2pa_trusted`;
 - IPTC `Iptc4xmpExt:DigitalSourceType` in XMP (JPEG APP1, PNG iTXt, WebP), the vocabulary of
   https://cv.iptc.org/newscodes/digitalsourcetype/;
 - text chunks that generator front-ends write into PNGs: AUTOMATIC1111 and its forks
@@ -48,8 +53,65 @@ class Signal:
 
 
 def decides(signals) -> bool:
-    """Whether the marks decide `generated` on their own."""
-    return any(s.says in DECISIVE for s in signals)
+    """Whether the marks decide the verdict on their own (see `verdict`)."""
+    return verdict(signals) is not None
+
+
+def verdict(signals):
+    """"generated" when a mark says generated or composite; "real" when only a capture claim
+    signed by a trusted signer speaks (and nothing says generated); else None: the pixels decide."""
+    if any(s.says in DECISIVE for s in signals):
+        return GENERATED
+    if any(s.signal == "c2pa_trusted" and s.says == CAPTURE for s in signals):
+        return "real"
+    return None
+
+
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff",
+         "AVIF": "image/avif", "HEIF": "image/heif", "GIF": "image/gif"}
+
+
+def read_c2pa(data: bytes, image_format: str | None, trust_pem: str | None = None) -> list[Signal]:
+    """The C2PA manifest embedded in `data`, if any, as signals. Never raises, never fetches."""
+    mime = _MIME.get(image_format or "")
+    if mime is None or b"c2pa" not in data:   # no JUMBF box labelled c2pa: nothing to parse (cheap)
+        return []
+    try:
+        import io
+
+        import c2pa
+    except ImportError:
+        return [Signal("c2pa", "a C2PA manifest may be present; c2pa-python is not installed", UNKNOWN)]
+    try:
+        settings = {"verify": {"remote_manifest_fetch": False, "verify_trust": bool(trust_pem)}}
+        if trust_pem:
+            settings["trust"] = {"trust_anchors": trust_pem}
+        ctx = c2pa.Context(c2pa.Settings.from_json(json.dumps(settings)))
+        reader = c2pa.Reader(mime, io.BytesIO(data), context=ctx)
+        state = str(reader.get_validation_state() or "")
+        store = json.loads(reader.json())
+    except Exception as e:  # noqa: BLE001 - no manifest, a truncated or hostile one
+        text = str(e)
+        if "ManifestNotFound" in text or "no JUMBF" in text or "JumbfNotFound" in text:
+            return []
+        return [Signal("c2pa", f"a C2PA manifest that cannot be read: {_short(type(e).__name__ + ' ' + text)}", UNKNOWN)]
+    manifest = (store.get("manifests") or {}).get(store.get("active_manifest") or "", {})
+    generator = ", ".join(g.get("name", "") for g in manifest.get("claim_generator_info") or []) \
+        or str(manifest.get("claim_generator") or "unnamed")
+    signer = (manifest.get("signature_info") or {}).get("issuer") or "unknown signer"
+    if state not in ("Valid", "Trusted"):
+        return [Signal("c2pa", f"C2PA manifest {state or 'not validated'} (claim generator {generator}, signed by "
+                               f"{signer}): recorded, never trusted", UNKNOWN)]
+    terms = [str(a.get("digitalSourceType", "")).rstrip("/").rsplit("/", 1)[-1]
+             for assertion in manifest.get("assertions") or [] if str(assertion.get("label", "")).startswith("c2pa.actions")
+             for a in (assertion.get("data") or {}).get("actions") or [] if a.get("digitalSourceType")]
+    says = next((SOURCE_TYPES[t] for t in terms if SOURCE_TYPES.get(t) in DECISIVE), None) \
+        or next((SOURCE_TYPES[t] for t in terms if t in SOURCE_TYPES), UNKNOWN)
+    trusted = state == "Trusted"
+    what = f"digitalSourceType {', '.join(terms)}" if terms else "no digitalSourceType"
+    return [Signal("c2pa_trusted" if trusted else "c2pa",
+                   f"C2PA manifest, {'signer trusted' if trusted else 'signature valid, signer not trusted'} "
+                   f"({signer}), claim generator {generator}: {what}", says)]
 
 
 def _text(value: Any) -> str:
@@ -103,17 +165,23 @@ def _png_chunks(info: Mapping) -> list[Signal]:
     return out
 
 
-def read(info: Mapping) -> tuple[Signal, ...]:
-    """The marks in a decoded image's metadata (`PIL.Image.info` after loading). Never raises."""
+def read(info: Mapping, data: bytes = b"", image_format: str | None = None,
+         trust_pem: str | None = None) -> tuple[Signal, ...]:
+    """The marks in a decoded image: its metadata (`PIL.Image.info` after loading) and, from its
+    bytes, a C2PA manifest. Never raises."""
     try:
         # dict.fromkeys: one packet can sit under two keys (Pillow names a PNG's XMP twice)
-        return tuple(dict.fromkeys(_xmp(info) + _png_chunks(info)))
+        return tuple(dict.fromkeys(read_c2pa(data, image_format, trust_pem) + _xmp(info) + _png_chunks(info)))
     except Exception as e:  # noqa: BLE001 - hostile metadata costs its mark, never the image's row
         return (Signal("metadata_error", f"metadata could not be read: {type(e).__name__}", UNKNOWN),)
 
 
 def sentence(signals) -> str:
     """What the rationale says of the marks that decided."""
+    if verdict(signals) == "real":
+        marks = "; ".join(s.detail for s in signals if s.signal == "c2pa_trusted")
+        return (f"Real, decided by provenance before any pixel was judged: a capture claim signed by a trusted "
+                f"signer ({marks}).")
     marks = "; ".join(s.detail for s in signals if s.says in DECISIVE)
     return (f"Generated, decided by provenance before any pixel was judged: the file says so ({marks}). "
             "A mark proves only that whoever wrote the file said it; its absence would prove nothing.")

@@ -205,10 +205,11 @@ def examine(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfig =
 
 
 def _decided(p: Prepared, model: str, cfg: ExamineConfig, prompts: str | None) -> ResultRow:
-    """The row of an image its own metadata says was generated: no model ran on it."""
+    """The row of an image its own provenance decides: no model ran on it."""
+    says = provenance.verdict(p.provenance)
     return ResultRow(
         image_id=p.image_id, uri=p.uri, status=STATUS_OK, error=None, width=p.width, height=p.height,
-        verdict=GENERATED, score=1.0, initial_verdict=None, initial_score=None,
+        verdict=says, score=1.0 if says == GENERATED else 0.0, initial_verdict=None, initial_score=None,
         rationale=provenance.sentence(p.provenance) + " Its pixels were not examined (--examine-all examines them).",
         model=model, stages=cfg.stages, decode_s=p.decode_s, nbytes=p.nbytes, prompt_version=prompts,
         provenance=p.provenance, decided_by="provenance")
@@ -223,7 +224,8 @@ def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
                           "zoom": json.loads(v.raw) if v.raw and v.raw != s.raw else None})
     verdict, score, rationale, decided_by = v.verdict, float(v.score), v.rationale, by
     if provenance.decides(p.provenance):   # --examine-all: the pixels were judged too, the mark decides
-        verdict, score, decided_by = GENERATED, 1.0, "provenance"
+        verdict = provenance.verdict(p.provenance)
+        score, decided_by = (1.0 if verdict == GENERATED else 0.0), "provenance"
         rationale = f"{provenance.sentence(p.provenance)} The pixels, examined too: {v.rationale}"
     return ResultRow(
         image_id=p.image_id, uri=p.uri, status=STATUS_OK, error=None, width=p.width,
