@@ -5,16 +5,15 @@ import datetime
 import io
 import json
 
+import c2pa
 import numpy as np
 import pytest
+from cryptography import x509
 from PIL import Image
 
 from zoomin_core import ImageInput, load_backend, run_chain
 from zoomin_core.decode import DecodeConfig, prepare
 from zoomin_core.stages import ExamineConfig
-
-c2pa = pytest.importorskip("c2pa")
-x509 = pytest.importorskip("cryptography.x509")
 
 DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
