@@ -109,7 +109,7 @@ def fit_zoom_weight(first: np.ndarray, best: np.ndarray, labels: np.ndarray) -> 
     return min(np.round(np.linspace(0, 1, 101), 2), key=loss)
 
 
-def cue_auc(model: CompactModel, rows: list[ResultRow], calib: list[Sample]) -> dict:
+def cue_auc(model: CompactModel, best_boxes: list[Box | None], calib: list[Sample]) -> dict:
     """ROC-AUC, on the calib split, of each rationale statistic of each image's best region
     against its label: which statistics carry signal the rationale may quote."""
     from .evaluate import roc_auc
@@ -118,11 +118,12 @@ def cue_auc(model: CompactModel, rows: list[ResultRow], calib: list[Sample]) -> 
     from .rationale import measure
     stats, labels = [], []
     backend = CompactBackend(model=model)
-    for s, r in zip(calib, rows):
-        if not r.boxes:
+    cfg = ExamineConfig()   # the crops run_samples cut
+    for s, box in zip(calib, best_boxes):
+        if box is None:
             continue
         full = decode_full(s.data)
-        b = region_box(r.boxes[0], s.width, s.height, 0.15, 64)
+        b = region_box(box, s.width, s.height, cfg.margin, cfg.min_crop_side)
         window = backend._window(full[int(b.y1):int(b.y2), int(b.x1):int(b.x2)])
         stats.append(measure(window))
         labels.append(s.label)
@@ -158,15 +159,19 @@ def calibrate(model: CompactModel, samples: list[Sample], keep: tuple[str, ...] 
     if "boxes" not in kept:
         model.meta["boxes"] = fit_boxes(backend, calib)  # its maps read the calibration just fitted
     # Region scores: the zoom net's raw probability (no calibration yet) -> Platt scaling of the
-    # best region's logit per image.
+    # best region's logit per image. One pass of the chain: the calibrated scores the zoom weight
+    # is fitted on are the same map applied to these raw ones (the first look does not change).
     rows = run_samples(model, calib)
     raw_best = np.array([max((b.score for b in r.boxes), default=0.5) for r in rows])
-    model.meta["zoom_calibration"] = fit_logistic(logit(raw_best, 1e-6)[:, None], labels)
-    rows = run_samples(model, calib)
+    a, c = model.meta["zoom_calibration"] = fit_logistic(logit(raw_best, 1e-6)[:, None], labels)
+
+    def calibrated(b: Box) -> float:
+        return float(1.0 / (1.0 + np.exp(-(a * logit(b.score, 1e-6) + c))))
+    best_boxes = [max(r.boxes, key=calibrated, default=None) for r in rows]
     first = np.array([r.initial_score for r in rows])
-    best = np.array([max((b.score for b in r.boxes), default=r.initial_score) for r in rows])
+    best = np.array([calibrated(b) if b is not None else r.initial_score for r, b in zip(rows, best_boxes)])
     model.meta["zoom_weight"] = float(fit_zoom_weight(first, best, labels))
-    model.meta["cue_auc"] = cue_auc(model, rows, calib)
+    model.meta["cue_auc"] = cue_auc(model, best_boxes, calib)
     model.meta["calib_images"] = len(calib)
     model.meta["calib_generated_share"] = round(float(labels.mean()), 4)  # the prior the scores carry
     log.info("calibration: zoom %s, zoom weight %.2f, rationale statistics' ROC-AUC %s",
