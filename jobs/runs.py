@@ -230,7 +230,7 @@ def begin(out: Output, run: RunStart) -> RunStart:
             fs.rm(out.path, recursive=True)
         if run.mode == "resume":
             wait_until_quiet(out)
-        if run.mode in ("resume", "incremental"):
+        if run.mode == "resume" or (run.mode == "incremental" and not run.done):
             run.done = read_done(out)
         fs.makedirs(out.path, exist_ok=True)
         run.record = {"run_id": run.run_id, "state": "running", "mode": run.mode, "job": run.job,

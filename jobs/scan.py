@@ -118,9 +118,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     output = open_output(out, storage)
     decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     if decision.mode == "incremental":
-        done = runs.read_done(output)
-        if not runs.remaining(units, done).num_rows:
-            return _nothing_new(units, output, done, cfg, manifest or src or "")
+        # Read once: `begin` keeps what is read here (the last run is complete, nothing to wait for).
+        decision.done = runs.read_done(output)
+        if not runs.remaining(units, decision.done).num_rows:
+            return _nothing_new(units, output, decision.done, cfg, manifest or src or "")
     # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.
     ray = _init_ray(rc)
     ctx = ray.data.DataContext.get_current()
@@ -134,16 +135,13 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     run = runs.begin(output, decision)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()
-    shards = {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)}
+    shards = _shard_uris(uris, kinds)
     todo = runs.remaining(units, run.done)
-    moved = runs.changed(units, run.done)
     unlisted = unlisted_folders(units)
     if unlisted:  # their files are unknown, so no row can stand for them: say so instead
         run.notes.append(f"{len(unlisted)} folder(s) under SRC could not be listed, so their files are not in "
                          f"this run (e.g. {unlisted[0]})")
-    if moved:  # not rescanned: a second row for the same uri would duplicate it
-        run.notes.append(f"{len(moved)} object(s) changed size since their row was made (e.g. {moved[0]}); "
-                         "their rows are kept - pass --rescan to redo them")
+    run.notes += _moved_note(units, run.done)
     for note in run.notes:
         print(f"zoomin: note: {note}", flush=True)
     if run.done:
@@ -169,22 +167,30 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     return summary
 
 
+def _shard_uris(uris: list, kinds: list) -> set:
+    return {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)}
+
+
+def _moved_note(units, done: dict) -> list[str]:
+    """The note on objects whose size changed since their row was made: not rescanned, since a
+    second row for the same uri would duplicate it."""
+    moved = runs.changed(units, done)
+    return [f"{len(moved)} object(s) changed size since their row was made (e.g. {moved[0]}); "
+            "their rows are kept - pass --rescan to redo them"] if moved else []
+
+
 def _nothing_new(units, output, done: dict, cfg: JobConfig, src: str) -> Summary:
     """--incremental with every input already in the output: say so, start no cluster, write
     nothing (the run record stays the last real run's)."""
     uris, kinds = units.column("uri").to_pylist(), units.column("kind").to_pylist()
-    notes = []
-    moved = runs.changed(units, done)
-    if moved:  # as a run would say it: their rows are kept
-        notes.append(f"{len(moved)} object(s) changed size since their row was made (e.g. {moved[0]}); "
-                     "their rows are kept - pass --rescan to redo them")
+    notes = _moved_note(units, done)
     for note in notes:
         print(f"zoomin: note: {note}", flush=True)
     print(f"zoomin: incremental: all {units.num_rows} input(s) already have their row in {output.uri}; "
           "nothing to scan", flush=True)
     summary = Summary(src=src, out=output.uri, inputs=units.num_rows, backend=cfg.backend,
                       stages=cfg.examine.stages, mode="incremental", notes=notes)
-    summary = summarise(output, summary, uris, {u for u, k in zip(uris, kinds) if k in (KIND_TAR, KIND_PARQUET)})
+    summary = summarise(output, summary, uris, _shard_uris(uris, kinds))
     summary.new_rows = 0
     return summary
 
