@@ -21,3 +21,8 @@ fi
 # A regular install (not -e): an editable one prints setuptools warnings on every install.
 # After changing the code, run this script again (demo.sh and test.sh do).
 python -m pip install -q ".[${extras}]"
+if [[ ",${extras}," == *",test,"* ]]; then
+  # The tests embed watermarks with invisible-watermark itself. Its metadata asks for opencv-python
+  # (a GUI build that needs libGL) and torch; the test extra brings the headless OpenCV instead.
+  python -m pip install -q --no-deps "invisible-watermark==0.2.0"
+fi

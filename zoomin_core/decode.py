@@ -182,11 +182,12 @@ def prepare(item: ImageInput, cfg: DecodeConfig = DecodeConfig()) -> Prepared:
             rw, rh = fit(raw_w, raw_h, cfg.view_max_side)
             im.draft("RGB", (rw, rh))
         rgb = _load(im)
+        # after loading: PNG text chunks may follow the pixels; a watermark needs them at full size
+        marks = provenance.read(im.info, item.data, im.format, cfg.c2pa_trust,
+                                pixels=rgb if rgb.size == (width, height) else None)
         if rgb.size != (vw, vh):
             rgb = rgb.resize((vw, vh), Image.Resampling.BILINEAR)
         view = View(np.asarray(rgb, dtype=np.uint8), scale_x=width / vw, scale_y=height / vh)
-        # after loading: PNG text chunks may follow the pixels
-        marks = provenance.read(im.info, item.data, im.format, cfg.c2pa_trust)
     except DecodeError as e:
         return Prepared(image_id, item.uri, e.status, e.message, decode_s=time.perf_counter() - t0,
                         nbytes=len(item.data))

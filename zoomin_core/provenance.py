@@ -7,7 +7,7 @@ re-encode, screenshot or upload pipeline drops metadata. An unsigned capture cla
 and never decides (anyone can write it); a generated or composite claim decides `generated`
 (`decides`): a mark that admits generation is not worth forging.
 
-Read here (invisible watermarks are not read yet):
+Read here:
 - C2PA Content Credentials embedded in the file (`c2pa-python`; no remote manifest is ever
   fetched): validation state, signer, claim generator, and the `digitalSourceType` of its
   actions. A manifest that does not validate (tampered pixels, a broken signature) is recorded
@@ -18,7 +18,9 @@ Read here (invisible watermarks are not read yet):
 - text chunks that generator front-ends write into PNGs: AUTOMATIC1111 and its forks
   (`parameters` with "Steps:" and "Sampler:"), ComfyUI (`prompt`/`workflow` JSON with
   `class_type` nodes), InvokeAI (`invokeai_metadata`, `sd-metadata`), NovelAI (`Software`
-  "NovelAI").
+  "NovelAI");
+- the invisible watermarks Stable Diffusion 1.x and SDXL embed (`watermark.py`), in files whose
+  pixels are stored losslessly, at their own size.
 Metadata is untrusted input: it is matched with bounded regular expressions (no XML parser, so
 no entity expansion), read at most `MAX_BYTES` of it, and any failure is a signal, never a raise.
 """
@@ -28,6 +30,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from . import watermark
 
 GENERATED, COMPOSITE, CAPTURE, UNKNOWN = "generated", "composite", "capture", "unknown"
 DECISIVE = (GENERATED, COMPOSITE)
@@ -47,7 +51,8 @@ _DST = re.compile(r"DigitalSourceType\s*(?:=\s*[\"']([^\"']{1,300})[\"']|>\s*([^
 
 @dataclass(frozen=True)
 class Signal:
-    signal: str      # which mark: "iptc_xmp", "png_a1111", "png_comfyui", "png_invokeai", "png_novelai", "metadata_error"
+    signal: str      # which mark: "c2pa", "c2pa_trusted", "iptc_xmp", "png_a1111", "png_comfyui", "png_invokeai",
+    #                  "png_novelai", "watermark_sd", "watermark_sdxl", "metadata_error"
     detail: str      # what it says, in its own words (shortened)
     says: str        # generated / composite / capture / unknown
 
@@ -165,13 +170,29 @@ def _png_chunks(info: Mapping) -> list[Signal]:
     return out
 
 
+def _lossless(data: bytes, image_format: str | None) -> bool:
+    """Whether the file's pixels are stored exactly: a dwtDct watermark lives in chroma detail
+    that JPEG (even at quality 100 with 4:2:0 chroma) and lossy WebP erase (docs/operations.md)."""
+    return image_format in ("PNG", "TIFF", "BMP", "PPM") or (image_format == "WEBP" and data[12:16] == b"VP8L")
+
+
+def _watermarks(pixels, data: bytes, image_format: str | None) -> list[Signal]:
+    if pixels is None or not _lossless(data, image_format):
+        return []
+    return [Signal(mark.name, f"invisible watermark of {mark.who}: {matched} of {len(mark.bits)} bits match "
+                              f"(chance: under 1 in a million)", GENERATED)
+            for mark, matched in watermark.read(pixels)]
+
+
 def read(info: Mapping, data: bytes = b"", image_format: str | None = None,
-         trust_pem: str | None = None) -> tuple[Signal, ...]:
-    """The marks in a decoded image: its metadata (`PIL.Image.info` after loading) and, from its
-    bytes, a C2PA manifest. Never raises."""
+         trust_pem: str | None = None, pixels=None) -> tuple[Signal, ...]:
+    """The marks in a decoded image: its metadata (`PIL.Image.info` after loading), from its
+    bytes a C2PA manifest, and from its RGB `pixels` (a PIL image at the file's own size, or None)
+    an invisible watermark. Never raises."""
     try:
         # dict.fromkeys: one packet can sit under two keys (Pillow names a PNG's XMP twice)
-        return tuple(dict.fromkeys(read_c2pa(data, image_format, trust_pem) + _xmp(info) + _png_chunks(info)))
+        return tuple(dict.fromkeys(read_c2pa(data, image_format, trust_pem) + _xmp(info) + _png_chunks(info)
+                                   + _watermarks(pixels, data, image_format)))
     except Exception as e:  # noqa: BLE001 - hostile metadata costs its mark, never the image's row
         return (Signal("metadata_error", f"metadata could not be read: {type(e).__name__}", UNKNOWN),)
 
