@@ -1,13 +1,14 @@
 """Calibrate existing compact weights again on a labelled set, keeping their networks: the first
 look, the region scores, the final score's zoom weight and the boxes settings are fitted on its
 'calib' split (zoomin_core/calibrate.py), then the 'test' and 'holdout' splits are scored and the
-figures stored in the weights. The shipped compact-v8 is compact-v7's networks calibrated this way
-(v7 is the previous release's file, kept in the repository's history):
+figures stored in the weights. compact-v8 is compact-v7's networks calibrated this way (v7 is an
+earlier release's file, kept in the repository's history; the shipped v9 is v8 with an archive
+operating point added by benchmarks/operating_point.py):
 
     zoomin synth --out data/synth
     git show fa7e763:zoomin_core/weights/compact-v7.safetensors > compact-v7.safetensors
     python benchmarks/recalibrate.py --weights compact-v7.safetensors --keep scan_calibration,boxes \\
-        --labels data/synth/labels.jsonl --out zoomin_core/weights/compact-v8.safetensors --version v8
+        --labels data/synth/labels.jsonl --out compact-v8.safetensors --version v8
 
 v7's first look and boxes were fitted on the calib split of the set v7 learned on; a set made
 again has the same real photos but other fakes, and fitting those two again on it moved them

@@ -63,6 +63,28 @@ def share(text: str) -> float:
     return v
 
 
+def cascade_names(text: str) -> tuple[str, str]:
+    names = [t.strip() for t in text.split(",")]
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"takes two backends, first,second (e.g. compact,vlm); got {text!r}")
+    for n in names:
+        backend_name(n)
+    if names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"the two tiers must be different backends, got {text!r}")
+    return names[0], names[1]
+
+
+def band(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        lo, hi = float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes LOW:HIGH, two scores, e.g. 0.2:0.9; got {text!r}") from None
+    if not sep or not 0 <= lo < hi <= 1:
+        raise argparse.ArgumentTypeError(f"takes LOW:HIGH with 0 <= LOW < HIGH <= 1, e.g. 0.2:0.9; got {text!r}")
+    return lo, hi
+
+
 def backend_name(text: str) -> str:
     # Test doubles (e.g. "fake") are accepted but not offered: they are not a user's choice.
     if text not in BACKENDS:
@@ -170,12 +192,26 @@ def _add_scan(sub) -> None:
                    help="a manifest may only point under these prefixes (repeatable; '*' for any). Default: "
                         "object-store URIs (s3://, gs://, ...) and local files under the manifest's own folder; "
                         "any other scheme (https://, ...) only under a prefix named here")
-    p.add_argument("--backend", default="compact", type=backend_name, metavar="{" + ",".join(available()) + "}",
+    p.add_argument("--backend", default=None, type=backend_name, metavar="{" + ",".join(available()) + "}",
                    help="model backend (default: compact, the bundled CPU detector; vlm: a vision-language "
                         "checkpoint given by --model)")
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", action="append", default=None, metavar="[BACKEND=]PATH",
                    help="weights / checkpoint: local path or s3://... (fetched once per node into "
-                        "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights")
+                        "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights. "
+                        "With --cascade, one per tier: --model compact=PATH --model vlm=s3://...")
+    p.add_argument("--cascade", default=None, type=cascade_names, metavar="FIRST,SECOND",
+                   help="two backends, e.g. compact,vlm: the first judges every image, the second only those "
+                        "whose first score lies in --escalate; every tier's verdict is kept in the 'tiers' "
+                        "column and 'decided_by' names the one that stands")
+    p.add_argument("--escalate", default=None, type=band, metavar="LOW:HIGH",
+                   help="with --cascade: first-tier scores from LOW up to (not including) HIGH go to the second "
+                        "tier; below LOW the first tier's 'real' stands, from HIGH its 'generated' (default: "
+                        "the compact weights' band, `zoomin evaluate --target-fpr` prints one for your photos)")
+    p.add_argument("--threshold", type=share, default=None, metavar="SCORE",
+                   help="verdict 'generated' at this score or more, e.g. the one `zoomin evaluate --target-fpr` "
+                        "printed for your labelled photos; the 'threshold' column records what applied (default: "
+                        "compact: the weights' archive operating point, about 1%% of unseen real photos flagged, "
+                        "or 0.5 with --prior; vlm: the model's own answer)")
     c = p.add_argument_group("compact backend")
     c.add_argument("--prior", type=share, default=None, metavar="SHARE",
                    help="the share of generated images you expect in this archive, e.g. 0.02: scores and "
@@ -333,6 +369,12 @@ def _add_evaluate(sub) -> None:
                         "'label' (real/generated; 0/1 and fake/ai also read), optional 'kind', 'source', 'split', "
                         "'boxes' ([[x1,y1,x2,y2], ...])")
     p.add_argument("--split", default=None, help="evaluate only labels of this split (e.g. test)")
+    p.add_argument("--target-fpr", type=share, default=None, metavar="SHARE",
+                   help="also print the threshold that flags at most this share of the real images (e.g. 0.01), "
+                        "the recall it keeps (use it with `zoomin scan --threshold`), and the --escalate band "
+                        "that keeps --target-recall in a cascade")
+    p.add_argument("--target-recall", type=share, default=0.9, metavar="SHARE",
+                   help="with --target-fpr: the recall the escalation band keeps (default 0.9)")
     p.add_argument("--json", default=None, help="also write the full report to this JSON file")
     _add_storage(p)
     _verbose(p)

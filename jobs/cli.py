@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
+
+from zoomin_core.backends import BACKENDS
 
 from .args import parse
 
@@ -35,13 +38,72 @@ def _trust(path):
     return text
 
 
+def _tier_names(a) -> tuple[str, Optional[str]]:
+    """(first backend, second backend or None): --backend, or the two of --cascade."""
+    if a.cascade:
+        if a.backend and a.backend != a.cascade[0]:
+            raise ValueError(f"--backend {a.backend} and --cascade {','.join(a.cascade)} disagree: with --cascade "
+                             "the first name is the first tier; leave --backend out")
+        return a.cascade
+    return a.backend or "compact", None
+
+
+def _models(a, names: tuple) -> dict:
+    """--model values by backend: NAME=PATH for a named tier, a plain PATH for a single backend."""
+    out: dict = {}
+    for value in a.model or []:
+        name, sep, path = value.partition("=")
+        if sep and name in BACKENDS:
+            if name not in names:
+                raise ValueError(f"--model {value}: {name} is not a backend of this scan ({', '.join(names)})")
+        elif len(names) > 1:
+            raise ValueError(f"--model {value}: with --cascade say which tier it is for, e.g. "
+                             f"--model {names[1]}={value}")
+        else:
+            name, path = names[0], value
+        if not path:
+            raise ValueError(f"--model {value}: no path after '='")
+        if name in out:
+            raise ValueError(f"--model given twice for {name}: {out[name]} and {path}")
+        out[name] = path
+    return out
+
+
+def _options(name: str, a, threshold: Optional[float] = None) -> dict:
+    """A backend's options from the flags. threshold: --threshold, for the tier it applies to."""
+    options = {} if threshold is None else {"threshold": threshold}
+    if name == "compact":
+        options["max_boxes"] = a.max_boxes
+        if a.prior is not None:
+            options["prior"] = a.prior
+    elif name == "vlm":
+        options.update({"max_boxes": a.max_boxes, "prompts": a.prompts, "keep_raw": a.keep_raw,
+                        "max_new_tokens": a.max_new_tokens, "max_pixels": a.max_image_pixels,
+                        "crop_pixels": a.crop_pixels})
+    return options
+
+
+def _band(a, first: str, weights: Optional[str]):
+    """--escalate, or the band the compact weights carry (for their scores at their own prior)."""
+    from zoomin_core.cascade import Band
+    if a.escalate:
+        return Band(*a.escalate)
+    if first == "compact" and a.prior is None and (weights is None or Path(weights).exists()):
+        from zoomin_core.compact_model import DEFAULT_WEIGHTS, CompactModel
+        meta = CompactModel.load(weights or DEFAULT_WEIGHTS).meta
+        if meta.get("escalate_band"):
+            return Band(*meta["escalate_band"])
+    raise ValueError("--cascade needs --escalate LOW:HIGH here (only compact weights at their own prior carry a "
+                     "default band); `zoomin evaluate --target-fpr F` prints one for your labelled images")
+
+
 def cmd_scan(a) -> int:
     from zoomin_core.backends.vlm_families import CheckpointError
     from zoomin_core.decode import DecodeConfig
     from zoomin_core.stages import ExamineConfig
 
     from .models import ModelError
-    from .pipeline import JobConfig
+    from .pipeline import JobConfig, SecondTier
     from .plan import PlanError
     from .scan import RayConfig, ScanStalled, run_scan
     from .sinks import OutputError
@@ -52,12 +114,20 @@ def cmd_scan(a) -> int:
         return _fail("scan", "give SRC or --manifest, not both")
     if sum((a.overwrite, a.incremental, a.rescan)) > 1:
         return _fail("scan", "--overwrite, --incremental and --rescan exclude each other: give one")
-    if a.prior is not None and a.backend != "compact":
-        return _fail("scan", f"--prior needs the compact backend's calibrated scores, not --backend {a.backend}")
+    try:
+        first, second = _tier_names(a)
+        models = _models(a, (first, second) if second else (first,))
+    except ValueError as e:
+        return _fail("scan", str(e))
+    names = (first, second) if second else (first,)
+    if a.prior is not None and "compact" not in names:
+        return _fail("scan", f"--prior needs the compact backend's calibrated scores, not --backend {first}")
     vlm_flags = [f for f, v in (("--prompts", a.prompts), ("--keep-raw", a.keep_raw),
                                 ("--max-image-pixels", a.max_image_pixels)) if v]
-    if vlm_flags and a.backend != "vlm":
+    if vlm_flags and "vlm" not in names:
         return _fail("scan", f"{', '.join(vlm_flags)} apply to --backend vlm only")
+    if a.escalate and not second:
+        return _fail("scan", "--escalate sets the band of a cascade: give --cascade FIRST,SECOND too")
     if a.address and a.num_cpus is not None:
         return _fail("scan", "--num-cpus sizes the local cluster zoomin starts; with --address the cluster has its own")
     try:
@@ -67,30 +137,28 @@ def cmd_scan(a) -> int:
                                                     c2pa_trust=_trust(a.c2pa_trust)))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))
-        options = {}
-        if a.backend == "compact":
-            options = {"max_boxes": a.max_boxes}
-            if a.prior is not None:
-                options["prior"] = a.prior
-        elif a.backend == "vlm":
-            options = {"max_boxes": a.max_boxes, "prompts": a.prompts, "keep_raw": a.keep_raw,
-                       "max_new_tokens": a.max_new_tokens, "max_pixels": a.max_image_pixels,
-                       "crop_pixels": a.crop_pixels}
-            if a.prompts:
-                from zoomin_core.backends.vlm import load_prompts
-                load_prompts(a.prompts)  # a bad file stops the job here, not in every actor
-        cfg = JobConfig(backend=a.backend, model=a.model, examine=examine, source=source,
-                        backend_options=options)
+        options = _options(first, a, None if second else a.threshold)
+        tier2 = None
+        if second:
+            band = _band(a, first, models.get(first))
+            options["threshold"] = band.high   # outside the band the first tier's verdict follows it
+            tier2 = SecondTier(second, band, models.get(second), _options(second, a, a.threshold))
+        if a.prompts:
+            from zoomin_core.backends.vlm import load_prompts
+            load_prompts(a.prompts)  # a bad file stops the job here, not in every actor
+        cfg = JobConfig(backend=first, model=models.get(first), examine=examine, source=source,
+                        backend_options=options, second=tier2)
         rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress,
                        progress_every=a.progress_every, verbose=a.verbose,
                        split_stages={"auto": None, "on": True, "off": False}[a.split_stages],
                        stall_s=a.stall_timeout, max_restarts=a.max_restarts)
-        if a.prior is not None and (a.model is None or Path(a.model).exists()):
+        weights = models.get("compact")
+        if a.prior is not None and (weights is None or Path(weights).exists()):
             # Weights without the share their scores carry would fail in every actor: say so here.
             from zoomin_core.backends.compact import calibration_share
             from zoomin_core.compact_model import DEFAULT_WEIGHTS, CompactModel
-            calibration_share(CompactModel.load(a.model or DEFAULT_WEIGHTS))
+            calibration_share(CompactModel.load(weights or DEFAULT_WEIGHTS))
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest,
                            incremental=a.incremental, rescan=a.rescan)
@@ -190,7 +258,8 @@ def cmd_train(a) -> int:
 def cmd_evaluate(a) -> int:
     from .evaluate import EvaluateError, run_evaluate
     try:
-        text = run_evaluate(a.results, a.labels, split=a.split, json_out=a.json, storage=_storage(a))
+        text = run_evaluate(a.results, a.labels, split=a.split, json_out=a.json, storage=_storage(a),
+                            target_fpr=a.target_fpr, target_recall=a.target_recall)
     except EvaluateError as e:
         return _fail("evaluate", str(e))
     print(text)

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from zoomin_core.evaluate import GROUPS, Item, report
+import numpy as np
+
+from zoomin_core.evaluate import GROUPS, Item, escalation_band, report, threshold_at_fpr
 
 from .sinks import OutputError, read_results
 from .storage import StorageConfig, is_remote
@@ -125,8 +127,40 @@ def format_report(rep: dict) -> str:
     return "\n".join(lines)
 
 
+def operating_point(items: list[Item], fpr: float, recall: float) -> dict:
+    ok = [it for it in items if it.status == "ok" and it.score is not None]
+    y = np.array([it.label for it in ok])
+    s = np.array([it.score for it in ok], dtype=np.float64)
+    return {"target_fpr": fpr, "target_recall": recall, **threshold_at_fpr(y, s, fpr),
+            "band": escalation_band(y, s, fpr, recall)}
+
+
+def format_operating_point(op: dict) -> str:
+    fpr = op["target_fpr"]
+    if op["threshold"] is None:
+        return f"operating point: no real image among the labelled rows, so no threshold for a {fpr:g} false-positive rate"
+    t = op["threshold"]
+    lines = [f"operating point for a false-positive rate of {fpr:g}, on {op['reals']} real and {op['generated']} "
+             f"generated images:",
+             f"  threshold {t:.4f}: {op['fpr']:.3f} of the real images flagged, recall "
+             f"{_fmt(op['recall'])} -> zoomin scan --threshold {t:.4f}"]
+    if not op["reliable"]:
+        lines.append(f"  (only {op['reals']} real images: a rate of {fpr:g} rests on fewer than 5 of them; "
+                     f"label at least {int(np.ceil(5 / fpr))} for a usable estimate)")
+    b = op["band"]
+    if b["low"] is not None:
+        if b["low"] >= b["high"]:
+            lines.append(f"  recall {op['target_recall']:g} is kept at that threshold alone: no band to escalate")
+        else:
+            lines.append(f"  cascade keeping recall {op['target_recall']:g}: --escalate {b['low']:.4f}:{b['high']:.4f} "
+                         f"sends {b['escalated']:.3f} of these images to the second tier; recall at most "
+                         f"{b['recall_ceiling']:.3f} (if the second tier judged every escalated image right)")
+    return "\n".join(lines)
+
+
 def run_evaluate(results: str, labels: str, split: Optional[str] = None, json_out: Optional[str] = None,
-                 storage: StorageConfig = StorageConfig()) -> str:
+                 storage: StorageConfig = StorageConfig(), target_fpr: Optional[float] = None,
+                 target_recall: float = 0.9) -> str:
     if not is_remote(results) and not Path(results).is_dir():
         raise EvaluateError(f"{results}: no such results folder")
     try:
@@ -141,9 +175,13 @@ def run_evaluate(results: str, labels: str, split: Optional[str] = None, json_ou
         raise EvaluateError(f"no label matched a result row ({len(labs)} labels, {len(rows)} rows)")
     rep = report(items)
     rep["unmatched_labels"] = missing
+    if target_fpr is not None:
+        rep["operating_point"] = operating_point(items, target_fpr, target_recall)
     if json_out:
         Path(json_out).write_text(json.dumps(rep, indent=2))
     text = format_report(rep)
+    if target_fpr is not None:
+        text += "\n\n" + format_operating_point(rep["operating_point"])
     if missing:
         text += f"\n{missing} label(s) had no result row"
     return text

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
+from zoomin_core.cascade import Band, escalates, first_only, merge, reprepare
 from zoomin_core.decode import prepare
 from zoomin_core.provenance import Signal
 from zoomin_core.records import STATUS_OK, Prepared, ResultRow, View
@@ -49,12 +50,28 @@ MAX_PLAN_BLOCKS = 4000
 
 
 @dataclass(frozen=True)
+class SecondTier:
+    """--cascade: the backend that judges the images the first one scores inside `band`."""
+    backend: str
+    band: Band
+    model: Optional[str] = None
+    backend_options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobConfig:
     backend: str = "compact"
     model: Optional[str] = None               # weights path or URI; None = the backend's default
     examine: ExamineConfig = field(default_factory=ExamineConfig)
     source: SourceConfig = field(default_factory=SourceConfig)   # formats, read limit, storage
     backend_options: dict = field(default_factory=dict)
+    second: Optional[SecondTier] = None       # --cascade: a second tier for the doubtful images
+
+    def tier2(self) -> "JobConfig":
+        """The configuration the second tier's actors load their backend from."""
+        assert self.second is not None
+        return replace(self, backend=self.second.backend, model=self.second.model,
+                       backend_options=self.second.backend_options, second=None)
 
 
 def _prepared_to_arrow(ps: list[Prepared], extras: list[Optional[str]]) -> pa.Table:
@@ -137,6 +154,16 @@ class _ModelActor:
         """Both stages (in the zoom actor: for a copy whose original's row never came)."""
         return self._guarded(ps, examine)
 
+    def _emit(self, rows: list, prepared: list, extras: list) -> pa.Table:
+        """Finished rows: Parquet-ready, or with --cascade the rows (our own records, pickled) and
+        the bytes of the images the second tier is to judge."""
+        if self.cfg.second is None:
+            return rows_to_table(rows, extras)
+        band = self.cfg.second.band
+        data = [p.data if p is not None and escalates(r, band) else None for r, p in zip(rows, prepared)]
+        return pa.Table.from_pydict({"uri": [r.uri for r in rows], "state": [pickle.dumps(r, protocol=5) for r in rows],
+                                     "extra": extras, "data": data}, schema=TIERED_SCHEMA)
+
 
 class Examiner(_ModelActor):
     """Model actor: scans and zooms one batch per call (crops are cut here too). Identical bytes
@@ -151,7 +178,7 @@ class Examiner(_ModelActor):
         _fill(rows, fresh, self._examine([prepared[k] for k in fresh]))
         self.registry.publish(*_outcomes(prepared, rows, fresh))
         _resolve(prepared, rows, source, shared, self.registry, self._examine)
-        return rows_to_table(rows, batch.column("extra").to_pylist())
+        return self._emit(rows, prepared, batch.column("extra").to_pylist())
 
 
 def _ok_ids(prepared: list[Prepared]) -> list[str]:
@@ -251,7 +278,34 @@ class Zoomer(_ModelActor):
                   for k, it in enumerate(items) if isinstance(it, dedupe.Pending)}
         # No waiting here: the original may be queued behind this very call on this actor.
         _resolve(prepared, rows, source, {}, self.registry, self._examine, wait_s=0.0)
-        return rows_to_table(rows, extras)
+        return self._emit(rows, prepared, extras)
+
+
+# Between the two tiers of a cascade: finished first-tier rows (pickled by our own actors) and,
+# for the images to escalate, their bytes.
+TIERED_SCHEMA = pa.schema([("uri", pa.string()), ("state", pa.large_binary()), ("extra", pa.string()),
+                           ("data", pa.large_binary())])
+
+
+class Escalator(_ModelActor):
+    """Model actor of the second tier (--cascade): judges the images whose first-tier score lies
+    in the band, decoding them again from the bytes the first tier passed on; every other row
+    passes through. A second tier that fails on an image leaves the first tier's verdict
+    (cascade.merge), so each input still has exactly one row."""
+
+    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
+        super().__init__(cfg.tier2(), plan, None)   # no dedupe: copies were shared by the first tier
+        self.band = cfg.second.band
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = [pickle.loads(b) for b in batch.column("state").to_pylist()]
+        data = batch.column("data").to_pylist()
+        up = [k for k, d in enumerate(data) if d is not None]
+        again = self._examine([reprepare(rows[k], data[k], self.cfg.examine) for k in up])
+        out = [first_only(r) for r in rows]
+        for k, r in zip(up, again):
+            out[k] = merge(rows[k], r, self.band)
+        return rows_to_table(out, batch.column("extra").to_pylist())
 
 
 def read_split(n_units: int, plan: Plan, read_batch: int = 16) -> tuple[int, int]:
@@ -284,11 +338,14 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, reg
                  batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                  num_cpus=plan.pool_cpus, num_gpus=plan.pool_gpus or None)
     if not (plan.split and cfg.examine.zoom):
-        return ds.map_batches(Examiner, **model)
-    ds = ds.map_batches(Scanner, **model)
-    ds = ds.map_batches(cut_crops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=plan.batch_size,
-                        num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
-    return ds.map_batches(Zoomer, **model)
+        ds = ds.map_batches(Examiner, **model)
+    else:
+        ds = ds.map_batches(Scanner, **model)
+        ds = ds.map_batches(cut_crops, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=plan.batch_size,
+                            num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
+        ds = ds.map_batches(Zoomer, **model)
+    # --cascade: the second tier's own actor pool, fed by the first's
+    return ds.map_batches(Escalator, **model) if cfg.second is not None else ds
 
 
 def empty_result() -> pa.Table:

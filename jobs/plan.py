@@ -29,14 +29,20 @@ class Plan:
     # taking half of every actor slot's CPU and GPU; on GPUs this keeps the full-resolution
     # decode and the cropping off the GPU actors. One pool (scan and zoom in the same actor) when off.
     split: bool = False
+    # --cascade: one more pool, the second tier's, sharing every actor slot the same way.
+    cascade: bool = False
+
+    @property
+    def pools(self) -> int:
+        return (2 if self.split else 1) + (1 if self.cascade else 0)
 
     @property
     def pool_cpus(self) -> float:
-        return self.actor_cpus / 2 if self.split else self.actor_cpus
+        return self.actor_cpus / self.pools
 
     @property
     def pool_gpus(self) -> float:
-        return self.actor_gpus / 2 if self.split else self.actor_gpus
+        return self.actor_gpus / self.pools
 
     @property
     def device(self) -> str:
@@ -51,6 +57,8 @@ class Plan:
         gpu = f", {self.pool_gpus:g} GPU" if self.actor_gpus else ""
         pools = (f"{self.actors} scan + {self.actors} zoom actor(s) x ({self.pool_cpus:g} CPU{gpu}), crop tasks "
                  "between them" if self.split else f"{self.actors} model actor(s) x ({self.pool_cpus:g} CPU{gpu})")
+        if self.cascade:
+            pools += f", then {self.actors} second-tier actor(s) x ({self.pool_cpus:g} CPU{gpu})"
         return (f"{pools}, decode tasks "
                 f"{self.task_cpus:g} CPU each, batch {self.batch_size}; cluster "
                 f"{self.cluster_cpus:g} CPU / {self.cluster_gpus:g} GPU")
@@ -58,7 +66,7 @@ class Plan:
 
 def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Optional[float] = None,
               gpus_per_actor: float = 0.0, batch_size: Optional[int] = None,
-              split: Optional[bool] = None, node_cpus: Optional[float] = None) -> Plan:
+              split: Optional[bool] = None, node_cpus: Optional[float] = None, cascade: bool = False) -> Plan:
     """resources: Ray's cluster_resources() map ({"CPU": 8.0, "GPU": 1.0, ...}).
     node_cpus: CPUs of the largest node (an actor cannot span nodes); default: all of them.
     split: separate scan and zoom pools (default: on when the actors use GPUs)."""
@@ -104,4 +112,4 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
     if batch_size < 1:
         raise PlanError("--batch-size must be at least 1")
     split = gpus_per_actor > 0 if split is None else split
-    return Plan(actors, actor_cpus, gpus_per_actor, task_cpus, batch_size, cpus, gpus, split)
+    return Plan(actors, actor_cpus, gpus_per_actor, task_cpus, batch_size, cpus, gpus, split, cascade)

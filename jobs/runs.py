@@ -15,9 +15,9 @@ Same command again on the same --out:
   - another job wrote it (SRC or input    -> refused, unless --overwrite
     format differ)
   - a setting that changes a row differs  -> resume and --incremental are refused, naming the
-    (backend, model, prior, stages, view     setting: rows made under two settings would be mixed
-    size, boxes, margin, limits, vlm         in one output; --rescan (redo every row under the
-    options: `SETTINGS`)                     new settings) or --overwrite
+    (backend, model, prior, threshold,       setting: rows made under two settings would be mixed
+    stages, view size, boxes, margin,        in one output; --rescan (redo every row under the
+    limits, vlm options: `SETTINGS`)         new settings) or --overwrite
 """
 from __future__ import annotations
 
@@ -50,8 +50,9 @@ STALE_S = 120.0
 IDENTITY = ("src", "input_format", "image_column")
 # Every setting that changes what a row says (jobs/scan.py `job_identity` fills them): a resumed
 # or incremental run must use the same, or the output would mix rows made two ways.
-SETTINGS = ("backend", "model", "model_sha256", "prompt_version", "prior", "stages", "view_size", "max_boxes",
-            "margin", "min_crop_side", "max_pixels", "max_bytes", "vlm", "examine_all", "c2pa_trust")
+SETTINGS = ("backend", "model", "model_sha256", "prompt_version", "prior", "threshold", "stages", "view_size",
+            "max_boxes", "margin", "min_crop_side", "max_pixels", "max_bytes", "vlm", "examine_all", "c2pa_trust",
+            "cascade")
 
 
 @dataclass

@@ -72,16 +72,32 @@ def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) ->
     if cfg.backend == "vlm":
         from zoomin_core.backends.vlm import load_prompts
         prompts = load_prompts(cfg.backend_options.get("prompts"))["version"]
-        vlm = {k: v for k, v in sorted(cfg.backend_options.items()) if k not in ("prompts", "max_boxes")}
+        vlm = {k: v for k, v in sorted(cfg.backend_options.items()) if k not in ("prompts", "max_boxes", "threshold")}
     ex = cfg.examine
     return {"src": f"manifest:{manifest}" if manifest else src, "input_format": cfg.source.input_format,
             "image_column": cfg.source.image_column,
             "backend": cfg.backend, "model": cfg.model or "default", "model_sha256": model_digest(cfg),
-            "prompt_version": prompts, "prior": cfg.backend_options.get("prior"), "stages": ex.stages,
+            "prompt_version": prompts, "prior": cfg.backend_options.get("prior"),
+            "threshold": cfg.backend_options.get("threshold"), "stages": ex.stages,
             "view_size": ex.decode.view_max_side, "max_boxes": ex.max_boxes, "margin": ex.margin,
             "min_crop_side": ex.min_crop_side, "max_pixels": ex.decode.max_pixels,
             "max_bytes": cfg.source.max_bytes, "vlm": vlm, "examine_all": ex.examine_all,
-            "c2pa_trust": hashlib_sha256(ex.decode.c2pa_trust)}
+            "c2pa_trust": hashlib_sha256(ex.decode.c2pa_trust), "cascade": _second_tier(cfg)}
+
+
+def _backends(cfg: JobConfig) -> str:
+    if cfg.second is None:
+        return cfg.backend
+    return f"{cfg.backend}, then {cfg.second.backend} on first-tier scores in {cfg.second.band}"
+
+
+def _second_tier(cfg: JobConfig) -> Optional[dict]:
+    """What a row of the second tier depends on (runs.SETTINGS "cascade")."""
+    if cfg.second is None:
+        return None
+    tier = cfg.tier2()
+    return {"backend": tier.backend, "model": tier.model or "default", "model_sha256": model_digest(tier),
+            "options": {k: v for k, v in sorted(tier.backend_options.items())}, "band": str(cfg.second.band)}
 
 
 def hashlib_sha256(text: Optional[str]) -> Optional[str]:
@@ -115,6 +131,8 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     if units.num_rows == 0:
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
     check_model(cfg.model, storage, cfg.backend)
+    if cfg.second is not None:
+        check_model(cfg.second.model, storage, cfg.second.backend)
     output = open_output(out, storage)
     decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     if decision.mode == "incremental":
@@ -131,7 +149,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
     plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
                      gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
-                     node_cpus=node_cpus)
+                     node_cpus=node_cpus, cascade=cfg.second is not None)
     run = runs.begin(output, decision)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()
@@ -149,14 +167,14 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
               f"{todo.num_rows} of {units.num_rows} input(s) left to scan", flush=True)
     what = f"{len(uris)} object(s)" + (f" ({len(shards)} shard(s))" if shards else "")
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
-          f"with backend {cfg.backend} ({cfg.examine.stages}); {plan.describe()}", flush=True)
+          f"with backend {_backends(cfg)} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()
     total = None if shards else todo.num_rows   # a shard holds an unknown number of images
     with runs.Heartbeat(output, run.record), _progress(rc, RowCounter(output, run.run_id), total):
         _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
-                      seconds=time.perf_counter() - t0, plan=plan.describe(), backend=cfg.backend,
+                      seconds=time.perf_counter() - t0, plan=plan.describe(), backend=_backends(cfg),
                       stages=cfg.examine.stages, mode=run.mode,
                       notes=run.notes)
     summary = summarise(output, summary, uris, shards)

@@ -165,6 +165,14 @@ def test_a_model_or_prior_change_is_refused_on_incremental_and_recorded(ray_loca
     assert "prior changed since the last run" in capsys.readouterr().out
     rows = read_results(out).to_pylist()
     assert len(rows) == 3 and all(r["prior"] == pytest.approx(0.05) for r in rows)
+    assert all(r["threshold"] == 0.5 for r in rows)   # --prior alone: even odds at that share
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--prior", "0.05",
+                 "--threshold", "0.7"]) == 2
+    assert "threshold was None, now 0.7" in capsys.readouterr().err
+    assert main(["scan", str(src), "--out", str(out), "--no-progress", "--rescan", "--threshold", "0.02"]) == 0
+    rows = read_results(out).to_pylist()
+    assert all(r["threshold"] == pytest.approx(0.02) for r in rows)
+    assert all(r["verdict"] == ("generated" if r["score"] >= 0.02 else "real") for r in rows)
 
 
 def test_manifest_cannot_reach_outside_its_roots(tmp_path):

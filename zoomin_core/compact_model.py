@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v8.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v9.safetensors"
 SCAN_STRIDE = 8
 ZOOM_STRIDE = 4
 

@@ -135,3 +135,38 @@ def report(items: list[Item], groups: tuple[str, ...] = GROUPS) -> dict:
         values = sorted({getattr(it, g) for it in items if getattr(it, g)})
         rep[g] = {v: metrics([it for it in items if getattr(it, g) == v]) for v in values}
     return rep
+
+
+def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> dict:
+    """The lowest threshold (verdict generated at score >= it) that flags at most `fpr` of the
+    real images, and what it gives: the measured false-positive rate and the recall of the
+    generated ones. `reliable` is False when fewer than 5 false positives are allowed (fewer than
+    5/fpr real images): the rate then rests on a handful of images."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    real = np.sort(scores[labels == 0])[::-1]
+    gen = scores[labels == 1]
+    if not len(real):
+        return {"threshold": None, "fpr": None, "recall": None, "reals": 0, "generated": len(gen), "reliable": False}
+    allowed = int(np.floor(fpr * len(real) + 1e-9))
+    # just above the (allowed+1)-th highest real score: that one and everything below it pass as real
+    t = 0.0 if allowed >= len(real) else float(np.nextafter(real[allowed], np.inf))
+    return {"threshold": t, "fpr": float((real >= t).mean()),
+            "recall": float((gen >= t).mean()) if len(gen) else None,
+            "reals": int(len(real)), "generated": int(len(gen)), "reliable": fpr * len(real) >= 5}
+
+
+def escalation_band(labels: np.ndarray, scores: np.ndarray, fpr: float, recall: float) -> dict:
+    """For a cascade whose first tier decides outside [low, high) and sends the images inside to a
+    second tier: `high` flags at most `fpr` of the real images on tier 1's score alone
+    (threshold_at_fpr); `low` keeps `recall` of the generated images at or above it, so that a
+    second tier that judged the band perfectly would reach that recall (`recall_ceiling`).
+    `escalated` is the share of all these images the band sends on."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    high = threshold_at_fpr(labels, scores, fpr)["threshold"]
+    gen = np.sort(scores[labels == 1])
+    if high is None or not len(gen):
+        return {"low": None, "high": high, "escalated": None, "recall_ceiling": None}
+    lost = int(np.floor((1 - recall) * len(gen) + 1e-9))   # generated images tier 1 may call real
+    low = min(float(gen[min(lost, len(gen) - 1)]), high)
+    return {"low": low, "high": high, "escalated": float(((scores >= low) & (scores < high)).mean()),
+            "recall_ceiling": float((gen >= low).mean())}

@@ -92,10 +92,11 @@ def _where(b: Box) -> str:
 
 def zoom_rationale(regions: Sequence[tuple[Box, float, Cues]], verdict: str, score: float,
                    initial_verdict: str, initial_score: float, zoom_weight: float, threshold: float,
-                   reference: dict, cue_auc: dict) -> str:
+                   reference: dict, cue_auc: dict, point: str = "") -> str:
     """Stage-2 text. `regions`: (region in original pixels, zoom score, cues), in any order; they
-    are listed most suspicious first, the order of the `boxes` column."""
-    head = f"{verdict.capitalize()}, score {score:.2f} (generated at {threshold:.2f} or more)."
+    are listed most suspicious first, the order of the `boxes` column. `point`: which operating
+    point set the threshold, in a few words."""
+    head = f"{verdict.capitalize()}, score {score:.2f} (generated at {threshold:.2f} or more{', ' + point if point else ''})."
     order = sorted(range(len(regions)), key=lambda k: -regions[k][1])
     if not regions:
         return (f"{head} No region could be examined at full resolution, so the first look at the whole "

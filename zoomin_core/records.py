@@ -160,8 +160,10 @@ class ResultRow:
     prompt_version: Optional[str] = None   # the prompt templates' version (vlm backends)
     raw: Optional[str] = None              # the model's own text as JSON, with --keep-raw
     prior: Optional[float] = None          # the share of generated images the score assumes
+    threshold: Optional[float] = None      # verdict generated at a score of this or more
     provenance: tuple = ()                 # provenance.Signal marks read from the file's metadata
     decided_by: Optional[str] = None       # "provenance", or the backend whose score decided
+    tiers: tuple = ()                      # cascade.Tier per tier that judged the image (--cascade)
 
     @staticmethod
     def failed(prepared: Prepared, status: str, error: str, model: Optional[str] = None,

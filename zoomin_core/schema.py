@@ -7,9 +7,9 @@ import pyarrow as pa
 
 from .records import ResultRow
 
-# 4: - consistency, + prior. 5: + provenance, decided_by. Older results read with the declared
+# 4: - consistency, + prior. 5: + provenance, decided_by. 6: + threshold, tiers. Older results read with the declared
 # schema: a missing column reads as null, a column no longer declared is not read.
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 BOX_TYPE = pa.struct([
     ("x1", pa.int32()), ("y1", pa.int32()), ("x2", pa.int32()), ("y2", pa.int32()),
@@ -17,6 +17,9 @@ BOX_TYPE = pa.struct([
 ])
 
 SIGNAL_TYPE = pa.struct([("signal", pa.string()), ("detail", pa.string()), ("says", pa.string())])
+
+TIER_TYPE = pa.struct([("model", pa.string()), ("status", pa.string()), ("verdict", pa.string()),
+                       ("score", pa.float32()), ("error", pa.string())])
 
 RESULT_SCHEMA = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),   # sha256 of the bytes ("uri:<sha256>" if unreadable)
@@ -41,8 +44,10 @@ RESULT_SCHEMA = pa.schema([
     pa.field("prompt_version", pa.string()),             # prompt templates' version (vlm backends)
     pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw)
     pa.field("prior", pa.float32()),                     # share of generated images the score assumes (compact)
+    pa.field("threshold", pa.float32()),                 # verdict generated at this score or more
     pa.field("provenance", pa.list_(SIGNAL_TYPE)),       # marks in the file's metadata (provenance.py)
     pa.field("decided_by", pa.string()),                 # "provenance" or the backend that decided; null on error
+    pa.field("tiers", pa.list_(TIER_TYPE)),              # each cascade tier's judgement (--cascade); else empty
     pa.field("extra", pa.string()),                      # JSON of columns carried from a manifest/shard
 ], metadata={"zoomin.schema_version": SCHEMA_VERSION})
 
@@ -57,6 +62,9 @@ def rows_to_table(rows: Sequence[ResultRow], extras: Optional[Sequence[Optional[
                 continue
             if name == "provenance":
                 cols[name].append([{"signal": s.signal, "detail": s.detail, "says": s.says} for s in r.provenance])
+            elif name == "tiers":
+                cols[name].append([{"model": t.model, "status": t.status, "verdict": t.verdict, "score": t.score,
+                                    "error": t.error} for t in r.tiers])
             elif name == "boxes":
                 cols[name].append([{"x1": int(b.x1), "y1": int(b.y1), "x2": int(b.x2),
                                     "y2": int(b.y2), "score": float(b.score)} for b in r.boxes])

@@ -108,6 +108,7 @@ class Scanned:
     crops: list | None = None        # Crop list once cut (crop_stage)
     crop_s: float = 0.0
     prior: float | None = None       # the share of generated images the backend's scores assume
+    threshold: float | None = None   # the score at which the backend's verdict turns generated
 
     @property
     def image_id(self) -> str:
@@ -131,7 +132,7 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
     """Stage 1: scan the reduced views. Failures (and, with `--stages scan`, everything) leave
     as final rows; the rest as Scanned, for the crop and zoom stages."""
     model, prompts = backend.model_id, getattr(backend, "prompt_version", None)
-    prior = getattr(backend, "prior", None)
+    prior, threshold = getattr(backend, "prior", None), getattr(backend, "threshold", None)
     out: list[Staged | None] = [None] * len(prepared)
     for i, p in enumerate(prepared):
         if p.status != STATUS_OK:
@@ -149,9 +150,9 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
         elif not cfg.zoom:
             boxes = _scan_boxes(p, s, cfg)
             out[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
-                          model, cfg, scan_s, 0.0, prompts, prior, backend.name)
+                          model, cfg, scan_s, 0.0, prompts, prior, backend.name, threshold)
         else:
-            out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s, prior=prior)
+            out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s, prior=prior, threshold=threshold)
     return out  # type: ignore[return-value]
 
 
@@ -192,7 +193,7 @@ def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = E
         if len(v.region_scores) == len(it.boxes):  # report the zoom's judgement of each region
             boxes = _best_first([replace(b, score=sc) for b, sc in zip(boxes, v.region_scores)])
         rows[i] = _row(it.prepared, it.scan, boxes, v, it.model, cfg, it.scan_s, zoom_s + it.crop_s,
-                       it.prompts, it.prior, backend.name)
+                       it.prompts, it.prior, backend.name, it.threshold)
     return rows  # type: ignore[return-value]
 
 
@@ -217,7 +218,7 @@ def _decided(p: Prepared, model: str, cfg: ExamineConfig, prompts: str | None) -
 
 def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
          cfg: ExamineConfig, scan_s: float, zoom_s: float, prompts: str | None = None,
-         prior: float | None = None, by: str | None = None) -> ResultRow:
+         prior: float | None = None, by: str | None = None, threshold: float | None = None) -> ResultRow:
     raw = None
     if s.raw or v.raw:
         raw = json.dumps({"scan": json.loads(s.raw) if s.raw else None,
@@ -233,7 +234,7 @@ def _row(p: Prepared, s: ScanResult, boxes: list[Box], v: Verdict, model: str,
         initial_score=float(s.initial_score), boxes=tuple(geometry.to_int(b) for b in boxes),
         explanation=s.explanation, rationale=rationale, model=model, stages=cfg.stages,
         decode_s=p.decode_s, scan_s=scan_s, zoom_s=zoom_s, nbytes=p.nbytes, prompt_version=prompts, raw=raw,
-        prior=prior, provenance=p.provenance, decided_by=decided_by)
+        prior=prior, threshold=threshold, provenance=p.provenance, decided_by=decided_by)
 
 
 def _checked(prepared: Sequence[Prepared], rows: list[ResultRow | None]) -> list[ResultRow]:

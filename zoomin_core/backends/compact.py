@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class CompactBackend:
     name = "compact"
 
-    def __init__(self, model=None, max_boxes: int = 4, threshold: float = 0.5,
+    def __init__(self, model=None, max_boxes: int = 4, threshold: Optional[float] = None,
                  max_crop_side: int = 256, threads: Optional[int] = None, device: str = "cpu",
                  prior: Optional[float] = None):
         # max_crop_side: the zoom classifier reads at most this many native pixels per side of a
@@ -38,8 +38,6 @@ class CompactBackend:
         self.model.scan.to(self.device)
         self.model.zoom.to(self.device)
         self.max_boxes = max_boxes
-        # Decision threshold on P(generated), for the first look and the final verdict alike.
-        self.threshold = float(self.model.meta.get("threshold", threshold))
         self.max_crop_side = max_crop_side
         self.reference = self.model.meta.get("real_cues", {})
         self.cue_auc = self.model.meta.get("cue_auc", {})   # which pixel statistics the rationale may quote
@@ -58,6 +56,20 @@ class CompactBackend:
             self.shift = float(logit(prior, 1e-9) - logit(calibration_share(self.model), 1e-9))
         # The share of generated images the scores assume, written into every row ("prior").
         self.prior = float(prior) if prior is not None else (float(share) if share is not None else None)
+        # The operating point: the score at which a verdict (first look and final alike) turns
+        # generated, written into every row ("threshold"). --threshold sets it; with --prior alone
+        # it is even odds at that share; else the weights' archive point (a threshold that flagged
+        # about 1% of real photos never used in training or calibration), else even odds at the
+        # calibration share (weights made before the archive point).
+        archive = self.model.meta.get("archive_threshold")
+        if threshold is not None:
+            self.threshold, self.point = float(threshold), "--threshold"
+        elif prior is not None:
+            self.threshold, self.point = 0.5, f"even odds at --prior {prior:g}"
+        elif archive is not None:
+            self.threshold, self.point = float(archive), "the archive operating point"
+        else:
+            self.threshold, self.point = float(self.model.meta.get("threshold", 0.5)), ""
         # Region calibration and the zoom's weight in the final score (compact_model.fuse). Weights
         # calibrated before this rule hold neither: their region scores stay raw, the looks count evenly.
         self.zoom_calibration = self.model.meta.get("zoom_calibration", (1.0, 0.0))
@@ -164,7 +176,8 @@ class CompactBackend:
             regions = [(geometry.to_int(c.region or c.box), s, rationale.measure(self._window(c.pixels)))
                        for c, s in judged]
             text = rationale.zoom_rationale(regions, verdict, score, scan.initial_verdict, scan.initial_score,
-                                            self.zoom_weight, self.threshold, self.reference, self.cue_auc)
+                                            self.zoom_weight, self.threshold, self.reference, self.cue_auc,
+                                            self.point)
             # A region without usable evidence keeps its first-look score, not a made-up zoom score.
             region_scores = tuple(s if s is not None else (c.region or c.box).score for c, s in zip(crops, scores))
             out.append(Verdict(verdict, score, text, region_scores))

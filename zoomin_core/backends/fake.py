@@ -25,7 +25,8 @@ class FakeBackend:
 
     def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None,
                  crash_once_marker: Optional[str] = None, crash_on_mean_above: Optional[float] = None,
-                 hang_once_marker: Optional[str] = None):
+                 hang_once_marker: Optional[str] = None, threshold: float = 0.5):
+        self.threshold = threshold
         self.fail_on_mean_above = fail_on_mean_above
         self.crash_once_marker = crash_once_marker
         self.crash_on_mean_above = crash_on_mean_above
@@ -58,7 +59,7 @@ class FakeBackend:
             means = [v.pixels[y:y + h // 2, x:x + w // 2].mean() for x, y in quads]
             x, y = quads[int(np.argmax(means))]
             score = float(np.mean(v.pixels) / 255)
-            verdict = GENERATED if score >= 0.5 else REAL
+            verdict = GENERATED if score >= self.threshold else REAL
             out.append(ScanResult((Box(x, y, x + w // 2, y + h // 2, score),), verdict, score,
                                   f"brightest quadrant at ({x}, {y}) in the view"))
         return out
@@ -68,6 +69,6 @@ class FakeBackend:
         for view, crops, scan in items:
             scores = tuple(float(c.pixels.mean() / 255) if c.pixels.size else 0.0 for c in crops)
             score = max(scores, default=scan.initial_score)
-            verdict = GENERATED if score >= 0.5 else REAL
+            verdict = GENERATED if score >= self.threshold else REAL
             out.append(Verdict(verdict, score, f"fake backend: crop brightness {score:.2f}", scores))
         return out

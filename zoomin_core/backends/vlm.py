@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..records import GENERATED, Box, Crop, ScanResult, Verdict, View
+from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
 from ..vlm_parse import Unparseable, parse_answer
 from .vlm_families import CheckpointError, Shaped, family_for, missing_files  # noqa: F401
 
@@ -66,7 +66,7 @@ class VLMBackend:
     def __init__(self, model: Optional[str] = None, prompts: Optional[str] = None, device: str = "cpu",
                  max_new_tokens: int = 256, max_pixels: Optional[int] = None, crop_pixels: int = 448 * 448,
                  batch_size: int = 8, keep_raw: bool = False, max_boxes: int = 4, threads: Optional[int] = None,
-                 dtype: str = "auto", model_name: Optional[str] = None):
+                 dtype: str = "auto", model_name: Optional[str] = None, threshold: Optional[float] = None):
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText
         if model is None:
@@ -75,6 +75,8 @@ class VLMBackend:
         if threads:
             torch.set_num_threads(threads)
         self.prompts = load_prompts(prompts)
+        # --threshold: the verdict is score >= threshold; None: the model's own answer.
+        self.threshold = threshold
         self.prompt_version = self.prompts["version"]
         config = AutoConfig.from_pretrained(model)
         self.family = family_for(config.model_type)
@@ -190,7 +192,7 @@ class VLMBackend:
                     boxes.append(Box(x1, y1, x2, y2, 1.0))
             score = prob if prob is not None else (1.0 if a.verdict == GENERATED else 0.0)
             raw = json.dumps({"text": text, "notes": a.notes}) if self.keep_raw else ""
-            results.append(ScanResult(tuple(boxes), a.verdict, score, a.explanation, raw))
+            results.append(ScanResult(tuple(boxes), self._verdict(a.verdict, score), score, a.explanation, raw))
         return results
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list:
@@ -215,5 +217,10 @@ class VLMBackend:
                 continue
             score = prob if prob is not None else (1.0 if a.verdict == GENERATED else 0.0)
             raw = json.dumps({"text": text, "notes": a.notes}) if self.keep_raw else ""
-            results.append(Verdict(a.verdict, score, a.explanation, (), raw))
+            results.append(Verdict(self._verdict(a.verdict, score), score, a.explanation, (), raw))
         return results
+
+    def _verdict(self, answer: str, score: float) -> str:
+        if self.threshold is None:
+            return answer
+        return GENERATED if score >= self.threshold else REAL
