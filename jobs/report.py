@@ -153,7 +153,11 @@ def _row(i: int, r: dict, thumb: Optional[str]) -> dict:
     return {"i": i, "name": _name(r["uri"]), "uri": r["uri"], "status": r["status"], "error": r.get("error"),
             "w": w, "h": h, "verdict": r.get("verdict"), "score": rnd(r.get("score")), "colour": fill, "ink": ink,
             "first": r.get("initial_verdict"), "first_score": rnd(r.get("initial_score")),
-            "prior": rnd(r.get("prior")), "boxes": boxes, "rationale": r.get("rationale"),
+            "prior": rnd(r.get("prior")), "threshold": rnd(r.get("threshold")), "decided_by": r.get("decided_by"),
+            "tiers": "; ".join(f"{t['model']}: {t['verdict'] or t['status']}"
+                               + (f" {float(t['score']):.2f}" if t.get("score") is not None else "")
+                               for t in r.get("tiers") or []) or None,
+            "boxes": boxes, "rationale": r.get("rationale"),
             "explanation": r.get("explanation"), "model": r.get("model"), "stages": r.get("stages"),
             "small": bool(w and h and max(w, h) < SMALL_SIDE),
             "thumb": thumb}

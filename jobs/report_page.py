@@ -287,6 +287,9 @@ function openRow(i) {
   field(dl, "uri", r.uri);
   field(dl, "size", dims(r) + (r.small ? " (shown enlarged)" : ""));
   if (r.prior != null) field(dl, "prior", fmt(r.prior));
+  if (r.threshold != null) field(dl, "threshold", fmt(r.threshold));
+  field(dl, "decided by", r.decided_by);
+  field(dl, "tiers", r.tiers);
   field(dl, "model", r.model);
   field(dl, "stages", r.stages);
   if (!ok) field(dl, "error", r.error);

@@ -15,17 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from .decode import prepare
-from .records import STATUS_OK, ImageInput, Prepared, ResultRow
+from .records import STATUS_OK, ImageInput, Prepared, ResultRow, Tier
 from .stages import Backend, ExamineConfig, examine
-
-
-@dataclass(frozen=True)
-class Tier:
-    model: str                 # the tier's model id, e.g. compact/v9
-    status: str                # ok, or the error status of its row
-    verdict: str | None
-    score: float | None
-    error: str | None = None
 
 
 @dataclass(frozen=True)

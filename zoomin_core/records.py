@@ -136,6 +136,16 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Tier:
+    """One cascade tier's judgement of an image (--cascade; the `tiers` column)."""
+    model: str                 # the tier's model id, e.g. compact/v9
+    status: str                # ok, or the error status of its row
+    verdict: Optional[str]
+    score: Optional[float]
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class ResultRow:
     """Exactly one per input image. Field order and types follow schema.RESULT_SCHEMA."""
     image_id: str
@@ -163,7 +173,7 @@ class ResultRow:
     threshold: Optional[float] = None      # verdict generated at a score of this or more
     provenance: tuple = ()                 # provenance.Signal marks read from the file's metadata
     decided_by: Optional[str] = None       # "provenance", or the backend whose score decided
-    tiers: tuple = ()                      # cascade.Tier per tier that judged the image (--cascade)
+    tiers: tuple = ()                      # Tier per cascade tier that judged the image (--cascade)
 
     @staticmethod
     def failed(prepared: Prepared, status: str, error: str, model: Optional[str] = None,
