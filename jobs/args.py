@@ -63,6 +63,13 @@ def share(text: str) -> float:
     return v
 
 
+def score(text: str) -> float:
+    v = _number(float)(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"is a score, P(generated): give a number between 0 and 1, e.g. 0.9; got {text}")
+    return v
+
+
 def cascade_names(text: str) -> tuple[str, str]:
     names = [t.strip() for t in text.split(",")]
     if len(names) != 2 or not all(names):
@@ -207,7 +214,7 @@ def _add_scan(sub) -> None:
                    help="with --cascade: first-tier scores from LOW up to (not including) HIGH go to the second "
                         "tier; below LOW the first tier's 'real' stands, from HIGH its 'generated' (default: "
                         "the compact weights' band, `zoomin evaluate --target-fpr` prints one for your photos)")
-    p.add_argument("--threshold", type=share, default=None, metavar="SCORE",
+    p.add_argument("--threshold", type=score, default=None, metavar="SCORE",
                    help="verdict 'generated' at this score or more, e.g. the one `zoomin evaluate --target-fpr` "
                         "printed for your labelled photos; the 'threshold' column records what applied (default: "
                         "compact: the weights' archive operating point, about 1%% of unseen real photos flagged, "
