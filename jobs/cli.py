@@ -116,10 +116,10 @@ def cmd_scan(a) -> int:
         return _fail("scan", "--overwrite, --incremental and --rescan exclude each other: give one")
     try:
         first, second = _tier_names(a)
-        models = _models(a, (first, second) if second else (first,))
+        names = (first, second) if second else (first,)
+        models = _models(a, names)
     except ValueError as e:
         return _fail("scan", str(e))
-    names = (first, second) if second else (first,)
     if a.prior is not None and "compact" not in names:
         return _fail("scan", f"--prior needs the compact backend's calibrated scores, not --backend {first}")
     vlm_flags = [f for f, v in (("--prompts", a.prompts), ("--keep-raw", a.keep_raw),
