@@ -66,7 +66,8 @@ def share(text: str) -> float:
 def score(text: str) -> float:
     v = _number(float)(text)
     if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"is a score, P(generated): give a number between 0 and 1, e.g. 0.9; got {text}")
+        raise argparse.ArgumentTypeError(f"is a score, P(generated): give a number strictly between 0 and 1, e.g. "
+                                         f"0.9; got {text}")
     return v
 
 
@@ -238,15 +239,17 @@ def _add_scan(sub) -> None:
                         "(default 200704 = 448x448)")
     m = p.add_argument_group("the method")
     m.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="STAGES",
-                   help="'scan,zoom' (the method: look, then zoom into regions) or 'scan' (first look only)")
+                   help="'scan,zoom' (the method: look, then zoom into regions; the default) or 'scan' (first "
+                        "look only)")
     m.add_argument("--max-boxes", type=positive_int, default=4, help="most regions zoomed into per image (default 4)")
     m.add_argument("--c2pa-trust", default=None, metavar="FILE",
                    help="PEM file of trust anchors for C2PA signers: a signed capture claim whose signer chains to "
                         "one decides 'real' (default: none; capture claims are recorded and never decide)")
     m.add_argument("--examine-all", action="store_true",
-                   help="also run the models on images whose metadata says they were generated (IPTC "
-                        "DigitalSourceType, generator text chunks), for their boxes; the verdict stays the "
-                        "mark's (default: such images are decided by provenance, without the models)")
+                   help="also run the models on images whose provenance marks say they were generated (C2PA, "
+                        "IPTC DigitalSourceType, generator text chunks, Stable Diffusion watermarks), for their "
+                        "boxes; the verdict stays the mark's (default: such images are decided by provenance, "
+                        "without the models)")
     m.add_argument("--margin", type=_number(float, 0, 10), default=0.15,
                    help="context added around each region before cropping, as a fraction of its size (default 0.15)")
     m.add_argument("--min-crop-side", type=positive_int, default=64,
@@ -265,7 +268,8 @@ def _add_scan(sub) -> None:
     r.add_argument("--actors", type=positive_int, default=None,
                    help="model actors (copies of the model); default: sized from the cluster's CPUs/GPUs")
     r.add_argument("--actor-cpus", type=positive_float, default=None,
-                   help="CPUs per model actor, also its torch thread count (default 1)")
+                   help="CPUs per model actor, also its torch thread count (default: 1 on machines of 4 CPUs or "
+                        "more; on smaller ones all the CPUs the decode tasks leave)")
     r.add_argument("--gpus-per-actor", type=nonneg_float, default=0.0,
                    help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
     r.add_argument("--batch-size", type=positive_int, default=None,
@@ -324,7 +328,7 @@ def _add_synth(sub) -> None:
     p.add_argument("--jpeg-quality", type=_number(int, 1, 100), default=SynthConfig.jpeg_quality,
                    help=f"the final encoding of every image (default {SynthConfig.jpeg_quality})")
     p.add_argument("--generator-steps", type=positive_int, default=SynthConfig.generator_steps,
-                   help=f"training steps of each generator family (default {SynthConfig.generator_steps}, 7-30 s each)")
+                   help=f"training steps of each generator family (default {SynthConfig.generator_steps}, 7-60 s each on 2 cores)")
     p.add_argument("--defocus", type=_number(float, 0, 1), default=SynthConfig.defocus,
                    help="share of photo crops given a patch of simulated defocus (optical blur with sensor noise "
                         "on top), real and generated alike: smooth areas that are real "

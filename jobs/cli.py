@@ -102,7 +102,7 @@ def cmd_scan(a) -> int:
     from zoomin_core.decode import DecodeConfig
     from zoomin_core.stages import ExamineConfig
 
-    from .models import ModelError
+    from .models import ModelError, check_model
     from .pipeline import JobConfig, SecondTier
     from .plan import PlanError
     from .scan import RayConfig, ScanStalled, run_scan
@@ -137,6 +137,8 @@ def cmd_scan(a) -> int:
                                                     c2pa_trust=_trust(a.c2pa_trust)))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))
+        for name in names:   # an unusable model is refused here, before Ray starts
+            check_model(models.get(name), source.storage, name)
         options = _options(first, a, None if second else a.threshold)
         tier2 = None
         if second:

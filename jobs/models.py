@@ -71,8 +71,9 @@ def _check_safetensors(path: Path) -> None:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(n))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ModelError(f"{path.name}: not a readable safetensors file (truncated or corrupt: {e})") from None
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError, OverflowError, MemoryError) as e:
+        raise ModelError(f"{path.name}: not a readable safetensors file (truncated or corrupt"
+                         f"{': ' + str(e) if str(e) else ''})") from None
     if 8 + n + end != path.stat().st_size:
         raise ModelError(f"{path.name}: safetensors file is truncated or padded")
 
@@ -80,9 +81,15 @@ def _check_safetensors(path: Path) -> None:
 def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), backend: str = "compact") -> None:
     """Fail early (in the driver, before any image is read) when `model` is not there or, for
     the vlm backend, is not a complete checkpoint folder."""
+    if backend == "vlm":
+        import importlib.util
+        if importlib.util.find_spec("transformers") is None:
+            raise ModelError("the vlm backend needs the vlm extra (transformers is not installed): "
+                             "bash scripts/setup.sh ray,vlm")
     if model is None:
         if backend == "vlm":
-            raise ModelError("--backend vlm needs --model: a checkpoint folder (local or s3://)")
+            raise ModelError("the vlm backend needs --model (with --cascade: --model vlm=PATH): a checkpoint "
+                             "folder, local or s3://")
         return
     if is_remote(model):
         _, _, infos, folder = _remote_files(model, storage)
@@ -97,6 +104,28 @@ def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), 
         missing = missing_files(names) if folder else ["a checkpoint folder (config.json, *.safetensors, tokenizer)"]
         if missing:
             raise ModelError(f"--model {model}: incomplete checkpoint, missing {', '.join(missing)}")
+    if not is_remote(model):
+        _check_loads(Path(model), backend)
+
+
+def _check_loads(path: Path, backend: str) -> None:
+    """A local model opens here as it will in every actor: a file that is not the backend's
+    weights is refused now, in one line, not in a traceback from each actor."""
+    try:
+        if backend == "compact":
+            from zoomin_core.compact_model import CompactModel
+            CompactModel.load(path)
+        elif backend == "vlm":
+            for f in path.rglob("*.safetensors"):
+                _check_safetensors(f)
+            from transformers import AutoConfig
+            AutoConfig.from_pretrained(str(path))
+    except ModelError as e:
+        raise ModelError(f"--model {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - whatever the loader says, in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"--model {path}: not {'compact weights' if backend == 'compact' else 'a checkpoint'} "
+                         f"this version can load ({type(e).__name__}: {first[:200]})") from None
 
 
 def fetch_model(uri: str, storage: StorageConfig = StorageConfig(),

@@ -22,6 +22,7 @@ from PIL import Image
 
 from zoomin_core.decode import DecodeConfig, DecodeError, decode_full
 from zoomin_core.geometry import crop, region_box
+from zoomin_core.rationale import decimals
 from zoomin_core.records import Box
 from zoomin_core.stages import ExamineConfig
 
@@ -153,7 +154,10 @@ def _row(i: int, r: dict, thumb: Optional[str]) -> dict:
     return {"i": i, "name": _name(r["uri"]), "uri": r["uri"], "status": r["status"], "error": r.get("error"),
             "w": w, "h": h, "verdict": r.get("verdict"), "score": rnd(r.get("score")), "colour": fill, "ink": ink,
             "first": r.get("initial_verdict"), "first_score": rnd(r.get("initial_score")),
-            "prior": rnd(r.get("prior")), "threshold": rnd(r.get("threshold")), "decided_by": r.get("decided_by"),
+            "prior": rnd(r.get("prior")), "threshold": r.get("threshold"), "decided_by": r.get("decided_by"),
+            # decimals at which score and threshold read the way the verdict goes (0.9588 < 0.9589)
+            "digits": decimals(r["score"], r["threshold"]) if r.get("score") is not None
+            and r.get("threshold") is not None else 2,
             "tiers": "; ".join(f"{t['model']}: {t['verdict'] or t['status']}"
                                + (f" {float(t['score']):.2f}" if t.get("score") is not None else "")
                                for t in r.get("tiers") or []) or None,

@@ -103,6 +103,7 @@ function el(tag, cls, text) {
   return e;
 }
 const fmt = (s) => (s == null ? "-" : s.toFixed(2));
+const fmtTo = (s, d) => (s == null ? "-" : s.toFixed(d || 2));
 const pct = (v) => (100 * v).toFixed(3) + "%";
 const dims = (r) => (r.w && r.h ? `${r.w}\u00d7${r.h} px` : "size unknown");
 
@@ -160,7 +161,7 @@ function declutter(pic) {
 }
 
 function scoreChip(r) {
-  const s = el("span", "score", fmt(r.score));
+  const s = el("span", "score", fmtTo(r.score, r.digits));
   s.style.background = r.colour;
   s.style.color = r.ink;
   return s;
@@ -287,7 +288,7 @@ function openRow(i) {
   field(dl, "uri", r.uri);
   field(dl, "size", dims(r) + (r.small ? " (shown enlarged)" : ""));
   if (r.prior != null) field(dl, "prior", fmt(r.prior));
-  if (r.threshold != null) field(dl, "threshold", fmt(r.threshold));
+  if (r.threshold != null) field(dl, "threshold", fmtTo(r.threshold, r.digits));
   field(dl, "decided by", r.decided_by);
   field(dl, "tiers", r.tiers);
   field(dl, "model", r.model);

@@ -192,8 +192,9 @@ def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: b
                               "scan only images added since, --rescan to scan everything again, or choose a new --out")
         changed = [k for k in SETTINGS if before.get(k) != job.get(k)]
         if changed and run.mode != "rescan":
-            was = "; ".join(f"{k} was {before[k]!r}, now {job.get(k)!r}" if k in before else
-                            f"{k} is {job.get(k)!r} now and was not recorded (an earlier version wrote it)"
+            said = lambda v: "not set" if v is None else repr(v)  # noqa: E731
+            was = "; ".join(f"{k} was {said(before[k])}, now {said(job.get(k))}" if k in before else
+                            f"{k} is {said(job.get(k))} now and was not recorded (an earlier version wrote it)"
                             for k in changed)
             raise OutputError(f"{out.uri} was made with other settings ({was}); its rows and this run's would "
                               f"differ in how they were made. Pass --rescan to scan everything again with these "

@@ -211,7 +211,8 @@ class Summary:
 
 def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set[str]) -> Summary:
     files = result_files(out)  # listed once: on object stores a listing is a paged request
-    t = _read_files(out, files, ["uri", "status", "error", "verdict", "initial_verdict", "model", "image_id"])
+    t = _read_files(out, files, ["uri", "status", "error", "verdict", "initial_verdict", "model", "image_id",
+                                 "decided_by"])
     uris = t.column("uri").to_pylist()
     summary.rows = t.num_rows
     summary.files = len(files)
@@ -226,8 +227,10 @@ def summarise(out: Output, summary: Summary, planned: list[str], shard_uris: set
     ok_ids = [i for i, st in zip(t.column("image_id").to_pylist(), t.column("status").to_pylist()) if st == "ok"]
     summary.copies = len(ok_ids) - len(set(ok_ids))
     summary.by_verdict = dict(Counter(v for v in t.column("verdict").to_pylist() if v))
-    summary.flipped = sum(1 for a, b in zip(t.column("initial_verdict").to_pylist(),
-                                            t.column("verdict").to_pylist()) if a and b and a != b)
+    # (a row provenance decided under --examine-all was not overturned by the zoom, but by its mark)
+    summary.flipped = sum(1 for a, b, by in zip(t.column("initial_verdict").to_pylist(), t.column("verdict").to_pylist(),
+                                                t.column("decided_by").to_pylist()) if a and b and a != b
+                          and by != "provenance")
     models = {m for m in t.column("model").to_pylist() if m}
     summary.model = ", ".join(sorted(models)) or summary.model
     return summary

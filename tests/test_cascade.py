@@ -53,6 +53,12 @@ def test_a_failing_second_tier_leaves_the_first_tiers_verdict():
 
 def test_flags_of_a_cascade_are_checked_before_anything_runs(tmp_path, capsys):
     out = str(tmp_path / "o")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 7 + b"junk, not a safetensors header" * 3)
+    ckpt = tmp_path / "ckpt"   # the files a checkpoint has, none of them real
+    ckpt.mkdir()
+    for name, text in (("config.json", "{}"), ("tokenizer.json", "{}"), ("model.safetensors", "x" * 64)):
+        (ckpt / name).write_text(text)
     for argv, says in (
         (["--escalate", "0.2:0.8"], "give --cascade FIRST,SECOND too"),
         (["--cascade", "compact,vlm", "--model", "x.safetensors", "--escalate", "0.2:0.8"], "say which tier"),
@@ -61,9 +67,16 @@ def test_flags_of_a_cascade_are_checked_before_anything_runs(tmp_path, capsys):
         (["--cascade", "compact,vlm", "--escalate", "0.8:0.2"], "0 <= LOW < HIGH <= 1"),
         (["--cascade", "compact"], "takes two backends"),
         (["--backend", "vlm", "--cascade", "compact,vlm"], "disagree"),
+        (["--cascade", "compact,vlm", "--escalate", "0.2:0.8"], "the vlm backend needs --model"),
+        (["--model", str(bad)], "not compact weights this version can load"),
+        (["--cascade", "compact,vlm", "--model", f"compact={bad}", "--escalate", "0.2:0.8"], "not compact weights"),
+        (["--cascade", "compact,vlm", "--model", f"vlm={ckpt}", "--escalate", "0.2:0.8"],
+         "model.safetensors: not a readable safetensors file"),
     ):
         assert main(["scan", str(tmp_path), "--out", out, *argv]) == 2, argv
-        assert says in capsys.readouterr().err, argv
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "o").exists()   # refused before --out was touched
 
 
 @pytest.mark.ray

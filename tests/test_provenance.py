@@ -136,3 +136,12 @@ def test_marks_travel_through_the_ray_job(ray_local, tmp_path):
         assert rows["marked.png"]["decided_by"] == "provenance" and rows["marked.png"]["verdict"] == "generated"
         assert rows["marked.png"]["provenance"][0]["signal"] == "png_comfyui"
         assert rows["plain.jpg"]["decided_by"] == "fake" and rows["plain.jpg"]["provenance"] == []
+    # --examine-all: the models judge the marked image too (the fake one calls it real); the mark
+    # decides, and the summary does not count that as the zoom overturning the first look
+    out = tmp_path / "out-all"
+    assert main(["scan", str(src), "--out", str(out), "--backend", "fake", "--no-progress", "--examine-all"]) == 0
+    rows = read_results(out).to_pylist()
+    row = next(r for r in rows if r["uri"].endswith("marked.png"))
+    assert row["initial_verdict"] == "real" and row["verdict"] == "generated" and row["decided_by"] == "provenance"
+    by_zoom = sum(r["initial_verdict"] != r["verdict"] for r in rows if r["decided_by"] != "provenance")
+    assert json.loads((out / "_run.json").read_text())["flipped"] == by_zoom

@@ -54,6 +54,16 @@ def test_statistics_are_quoted_only_where_they_carry_signal_and_agree():
     assert "level of real photos" in rationale.cue_phrase(typical, reference, {"detail": 0.2}, False)
 
 
+def test_a_score_just_under_the_threshold_never_reads_as_reaching_it():
+    assert rationale.decimals(0.62, 0.5) == 2 and rationale.decimals(0.996687, 0.9967) == 5
+    assert rationale.decimals(0.9589, 0.9589) == 2          # equal: generated, and reads equal
+    c = rationale.Cues(detail=10.0, periodicity=0.5)
+    text = rationale.zoom_rationale([(Box(0, 0, 10, 10), 0.9588, c), (Box(0, 0, 9, 9), 0.7, c)], "real", 0.9551,
+                                    "real", 0.95, 0.6, 0.9589, {}, {}, "the archive operating point")
+    assert text.startswith("Real, score 0.955 (generated at 0.959 or more, the archive operating point).")
+    assert "px: 0.9588, leans generated, under the threshold" in text and "px: 0.70, leans generated" in text
+
+
 def test_no_region_examined_says_the_first_look_decides():
     text = rationale.zoom_rationale([], "real", 0.1, "real", 0.1, 0.6, 0.5, {}, {})
     assert "first look at the whole image decides: 0.10" in text
@@ -102,10 +112,13 @@ def test_verdict_score_boxes_and_rationale_agree_over_many_rows(prior):
         lo, hi = sorted((r.initial_score, scores[0]))
         assert lo - 1e-6 <= r.score <= hi + 1e-6, (r.uri, r.initial_score, scores[0], r.score)
         # the rationale quotes the row's own numbers, and its regions are the boxes column's
-        assert r.rationale.startswith(f"{r.verdict.capitalize()}, score {r.score:.2f}"), r.uri
+        d = rationale.decimals(r.score, backend.threshold)
+        assert r.rationale.startswith(f"{r.verdict.capitalize()}, score {r.score:.{d}f} (generated at "
+                                      f"{backend.threshold:.{d}f} or more"), r.uri
         assert f"whole image scored {r.initial_score:.2f}" in r.rationale
         quoted = re.findall(r"Region (\d+) \((\d+),(\d+)\)-\((\d+),(\d+)\), \d+x\d+ px: ([\d.]+)", r.rationale)
         assert [(int(n), int(x1), int(y1), int(x2), int(y2), s) for n, x1, y1, x2, y2, s in quoted] == [
-            (k, int(b.x1), int(b.y1), int(b.x2), int(b.y2), f"{b.score:.2f}") for k, b in enumerate(r.boxes, 1)]
+            (k, int(b.x1), int(b.y1), int(b.x2), int(b.y2), f"{b.score:.{rationale.decimals(b.score, backend.threshold)}f}")
+            for k, b in enumerate(r.boxes, 1)]
         assert ("overturned" in r.rationale) == (r.verdict != r.initial_verdict), r.uri
         assert r.prior == pytest.approx(prior if prior is not None else backend.model.meta["calib_generated_share"])

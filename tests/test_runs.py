@@ -159,7 +159,7 @@ def test_a_model_or_prior_change_is_refused_on_incremental_and_recorded(ray_loca
     err = capsys.readouterr().err
     assert "model was 'default', now" in err and "model_sha256" not in err and "--rescan" in err
     assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--prior", "0.05"]) == 2
-    assert "prior was None, now 0.05" in capsys.readouterr().err
+    assert "prior was not set, now 0.05" in capsys.readouterr().err
     # --rescan redoes every row under the new settings, and the rows say which prior they assume
     assert main(["scan", str(src), "--out", str(out), "--no-progress", "--rescan", "--prior", "0.05"]) == 0
     assert "prior changed since the last run" in capsys.readouterr().out
@@ -168,7 +168,7 @@ def test_a_model_or_prior_change_is_refused_on_incremental_and_recorded(ray_loca
     assert all(r["threshold"] == 0.5 for r in rows)   # --prior alone: even odds at that share
     assert main(["scan", str(src), "--out", str(out), "--no-progress", "--incremental", "--prior", "0.05",
                  "--threshold", "0.7"]) == 2
-    assert "threshold was None, now 0.7" in capsys.readouterr().err
+    assert "threshold was not set, now 0.7" in capsys.readouterr().err
     assert main(["scan", str(src), "--out", str(out), "--no-progress", "--rescan", "--threshold", "0.02"]) == 0
     rows = read_results(out).to_pylist()
     assert all(r["threshold"] == pytest.approx(0.02) for r in rows)

@@ -201,8 +201,8 @@ def sentence(signals) -> str:
     """What the rationale says of the marks that decided."""
     if verdict(signals) == "real":
         marks = "; ".join(s.detail for s in signals if s.signal == "c2pa_trusted")
-        return (f"Real, decided by provenance before any pixel was judged: a capture claim signed by a trusted "
+        return (f"Real, decided by provenance before any model ran: a capture claim signed by a trusted "
                 f"signer ({marks}).")
     marks = "; ".join(s.detail for s in signals if s.says in DECISIVE)
-    return (f"Generated, decided by provenance before any pixel was judged: the file says so ({marks}). "
+    return (f"Generated, decided by provenance before any model ran: the file carries a mark that says so ({marks}). "
             "A mark proves only that whoever wrote the file said it; its absence would prove nothing.")

@@ -90,13 +90,35 @@ def _where(b: Box) -> str:
     return f"({int(b.x1)},{int(b.y1)})-({int(b.x2)},{int(b.y2)})"
 
 
+def decimals(score: float, threshold: float) -> int:
+    """Fewest decimals (2 to 6) at which a score and the threshold read the way the verdict goes:
+    a score just under the threshold never prints equal to it."""
+    for d in range(2, 7):
+        if (round(score, d) >= round(threshold, d)) == (score >= threshold):
+            return d
+    return 6
+
+
+def _pair(score: float, threshold: float) -> tuple[str, str]:
+    d = decimals(score, threshold)
+    return f"{score:.{d}f}", f"{threshold:.{d}f}"
+
+
+def region_words(score: float, threshold: float) -> str:
+    """How a region's score reads: generated from the threshold, leaning generated from even odds."""
+    if score >= threshold:
+        return "looks generated"
+    return "leans generated, under the threshold" if score >= 0.5 else "looks like a camera photo"
+
+
 def zoom_rationale(regions: Sequence[tuple[Box, float, Cues]], verdict: str, score: float,
                    initial_verdict: str, initial_score: float, zoom_weight: float, threshold: float,
                    reference: dict, cue_auc: dict, point: str = "") -> str:
     """Stage-2 text. `regions`: (region in original pixels, zoom score, cues), in any order; they
     are listed most suspicious first, the order of the `boxes` column. `point`: which operating
     point set the threshold, in a few words."""
-    head = f"{verdict.capitalize()}, score {score:.2f} (generated at {threshold:.2f} or more{', ' + point if point else ''})."
+    shown, at = _pair(score, threshold)
+    head = f"{verdict.capitalize()}, score {shown} (generated at {at} or more{', ' + point if point else ''})."
     order = sorted(range(len(regions)), key=lambda k: -regions[k][1])
     if not regions:
         return (f"{head} No region could be examined at full resolution, so the first look at the whole "
@@ -110,9 +132,8 @@ def zoom_rationale(regions: Sequence[tuple[Box, float, Cues]], verdict: str, sco
     parts = []
     for n, k in enumerate(order, 1):
         b, s, c = regions[k]
-        generated = s >= threshold
-        text = (f"Region {n} {_where(b)}, {int(b.width)}x{int(b.height)} px: {s:.2f}, "
-                f"{'looks generated' if generated else 'looks like a camera photo'}")
-        cue = cue_phrase(c, reference, cue_auc, generated)
+        text = (f"Region {n} {_where(b)}, {int(b.width)}x{int(b.height)} px: {_pair(s, threshold)[0]}, "
+                f"{region_words(s, threshold)}")
+        cue = cue_phrase(c, reference, cue_auc, s >= threshold)
         parts.append(text + (f"; {cue}." if cue else "."))
     return " ".join([head, how] + parts)
