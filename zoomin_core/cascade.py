@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from .decode import prepare
+from .rationale import decimals
 from .records import STATUS_OK, ImageInput, Prepared, ResultRow, Tier
 from .stages import Backend, ExamineConfig, examine
 
@@ -52,7 +53,8 @@ def merge(first: ResultRow, second: ResultRow, band: Band) -> ResultRow:
     """The row of an escalated image: the second tier's when it judged the image, else the
     first tier's, saying what the second tier could not do."""
     tiers = (tier_of(first), tier_of(second))
-    lead = (f"Escalated: the first tier ({first.model}) scored {first.score:.2f}, inside the band {band}, "
+    d = max(decimals(first.score, band.low), decimals(first.score, band.high))
+    lead = (f"Escalated: the first tier ({first.model}) scored {first.score:.{d}f}, inside the band {band}, "
             f"so the second tier ({second.model}) judged it.")
     if second.status == STATUS_OK:
         # seconds per stage: both tiers' (the second decoded the image again)
@@ -65,12 +67,12 @@ def merge(first: ResultRow, second: ResultRow, band: Band) -> ResultRow:
 
 
 def run_cascade(first: Backend, second: Backend, inputs: Sequence[ImageInput], band: Band,
-                cfg: ExamineConfig = ExamineConfig(), cfg2: ExamineConfig | None = None) -> list[ResultRow]:
+                cfg: ExamineConfig = ExamineConfig()) -> list[ResultRow]:
     """The cascade for a list of inputs, in one process."""
     prepared = [prepare(item, cfg.decode) for item in inputs]
     rows = examine(first, prepared, cfg)
     up = [k for k, r in enumerate(rows) if escalates(r, band)]
-    again = examine(second, [prepared[k] for k in up], cfg2 or cfg)
+    again = examine(second, [prepared[k] for k in up], cfg)
     out = [first_only(r) for r in rows]
     for k, r in zip(up, again):
         out[k] = merge(rows[k], r, band)
