@@ -161,6 +161,7 @@ def _row(i: int, r: dict, thumb: Optional[str]) -> dict:
             "tiers": "; ".join(f"{t['model']}: {t['verdict'] or t['status']}"
                                + (f" {float(t['score']):.2f}" if t.get("score") is not None else "")
                                for t in r.get("tiers") or []) or None,
+            "marks": "; ".join(f"{m['signal']} ({m['says']})" for m in r.get("provenance") or []) or None,
             "boxes": boxes, "rationale": r.get("rationale"),
             "explanation": r.get("explanation"), "model": r.get("model"), "stages": r.get("stages"),
             "small": bool(w and h and max(w, h) < SMALL_SIDE),

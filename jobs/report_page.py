@@ -290,6 +290,7 @@ function openRow(i) {
   if (r.prior != null) field(dl, "prior", fmt(r.prior));
   if (r.threshold != null) field(dl, "threshold", fmtTo(r.threshold, r.digits));
   field(dl, "decided by", r.decided_by);
+  field(dl, "provenance", r.marks);
   field(dl, "tiers", r.tiers);
   field(dl, "model", r.model);
   field(dl, "stages", r.stages);

@@ -15,6 +15,7 @@ from PIL import Image
 from jobs import report
 from jobs.report import score_colour, write_report
 from zoomin_core.geometry import region_box
+from zoomin_core.provenance import Signal
 from zoomin_core.records import Box, ResultRow, Tier
 from zoomin_core.schema import rows_to_table
 from tests.conftest import jpeg_bytes, textured
@@ -31,6 +32,7 @@ def _row(uri, w, h, score, boxes=(), status="ok", error=None, verdict=None):
                      initial_verdict="real", initial_score=0.3, boxes=tuple(boxes),
                      explanation="first look", rationale=f"rationale of {uri.rsplit('/', 1)[-1]}",
                      model="compact-test", threshold=0.5, decided_by="compact",
+                     provenance=(Signal("iptc_xmp", "IPTC DigitalSourceType digitalCapture", "capture"),),
                      tiers=(Tier("compact-test", "ok", "real", 0.31), Tier("vlm/tiny", "unparseable", None, None, "x")))
 
 
@@ -110,6 +112,7 @@ def test_every_row_once_with_thumbnails_free_of_drawings(results, tmp_path):
     # the enlarged view's facts: the threshold that applied, who decided, each tier's judgement
     assert photo["threshold"] == 0.5 and photo["decided_by"] == "compact"
     assert photo["tiers"] == "compact-test: real 0.31; vlm/tiny: unparseable"
+    assert photo["marks"] == "iptc_xmp (capture)"
     assert "image-rendering:pixelated" in text
 
 
