@@ -1,5 +1,7 @@
 """The scan job on Ray Data, in order: list -> read+decode (CPU tasks) -> scan+zoom (model actors)
--> write Parquet. `zoomin_core.stages.run_chain` is the same chain in one process.
+[-> second tier on the doubtful images (its own actors, --cascade)] -> write Parquet.
+`zoomin_core.stages.run_chain` is the same chain in one process (`zoomin_core.cascade.run_cascade`
+with a second tier).
 
 Rows cross the Ray boundary as Arrow tables; `zoomin_core` records live inside each stage only.
 """
