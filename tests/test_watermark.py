@@ -116,7 +116,11 @@ def test_lossy_copies_and_resized_copies_lose_the_mark_and_the_models_decide():
     assert "invisible watermark of SDXL" in rows[1].rationale
 
 
-def test_small_images_are_not_searched():
+def test_images_too_small_or_too_large_for_a_mark_are_not_searched(monkeypatch):
     rgb = photos()[0]
     small = np.asarray(Image.fromarray(rgb).resize((200, 200)))
     assert watermark.read(Image.fromarray(small)) == []
+    marked = Image.fromarray(embed(rgb, watermark.MARKS[1].bits, swap=False))   # 512x512
+    assert watermark.read(marked) != []
+    monkeypatch.setattr(watermark, "MAX_PIXELS", 500 * 500)   # the cap, lowered under this image
+    assert watermark.read(marked) == []

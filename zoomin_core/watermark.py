@@ -35,6 +35,9 @@ from PIL import Image
 SCALE = 36          # dwtDct's quantisation step on the U and V planes (its default scales [0, 36, 36])
 BLOCK = 4           # block side in the approximation band
 MIN_PIXELS = 256 * 256   # the library refuses smaller images; nothing below this carries a mark
+# Generators that embed these marks write a few megapixels at most, and an upscaled copy has lost
+# the mark: larger images are not searched (the search costs ~4 ms per megapixel).
+MAX_PIXELS = 4096 * 4096
 FALSE_MATCH = 1e-6  # bound on the chance that an unmarked image is called marked
 
 
@@ -130,7 +133,7 @@ def read(image: Image.Image):
     """[(mark, matched bits)] for each known mark found in an RGB image at its original size,
     read in the channel order that matches best."""
     w, h = image.size
-    if w * h < MIN_PIXELS or image.mode != "RGB":
+    if not MIN_PIXELS <= w * h <= MAX_PIXELS or image.mode != "RGB":
         return []
     planes = _planes(image)
     votes = [np.concatenate([_block_votes(planes[2 * swap]), _block_votes(planes[2 * swap + 1])]) for swap in (0, 1)]
