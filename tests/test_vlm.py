@@ -66,6 +66,14 @@ def test_scripted_answers_travel_the_whole_path(checkpoints):
     crop_w, crop_h = zoom["sizes"][0][1]
     assert crop_w * crop_h > (r.x2 - r.x1) * (r.y2 - r.y1)  # magnified to the crop budget
     assert backend.tokens_generated["scan"] > 0 and backend.tokens_generated["zoom"] > 0
+    assert all(r.threshold is None for r in rows)   # the model's own answers stood
+    # --threshold: the verdict follows the score the logits give, not the word written
+    for t in (min(r.score for r in rows), max(r.score for r in rows) + 1e-6):
+        backend.threshold = t
+        again = run_chain(backend, inputs, cfg)
+        assert [r.score for r in again] == pytest.approx([r.score for r in rows], abs=1e-5)
+        assert [r.verdict for r in again] == ["generated" if r.score >= t else "real" for r in again]
+        assert all(r.threshold == t for r in again)
 
 
 @pytest.mark.slow
