@@ -71,6 +71,14 @@ def score(text: str) -> float:
     return v
 
 
+def label_list(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"takes class names separated by commas, e.g. fake or sd,midjourney; "
+                                         f"got {text!r}")
+    return names
+
+
 def cascade_names(text: str) -> tuple[str, str]:
     names = [t.strip() for t in text.split(",")]
     if len(names) != 2 or not all(names):
@@ -202,7 +210,7 @@ def _add_scan(sub) -> None:
                         "any other scheme (https://, ...) only under a prefix named here")
     p.add_argument("--backend", default=None, type=backend_name, metavar="{" + ",".join(available()) + "}",
                    help="model backend (default: compact, the bundled CPU detector; vlm: a vision-language "
-                        "checkpoint given by --model)")
+                        "checkpoint given by --model; classifier: any Hugging Face image classifier given by --model)")
     p.add_argument("--model", action="append", default=None, metavar="[BACKEND=]PATH",
                    help="weights / checkpoint: local path or s3://... (fetched once per node into "
                         "$ZOOMIN_CACHE, default ~/.cache/zoomin); default: the backend's bundled weights. "
@@ -219,7 +227,7 @@ def _add_scan(sub) -> None:
                    help="verdict 'generated' at this score or more, e.g. the one `zoomin evaluate --target-fpr` "
                         "printed for your labelled photos; the 'threshold' column records what applied (default: "
                         "compact: the weights' archive operating point, about 1%% of unseen real photos flagged, "
-                        "or 0.5 with --prior; vlm: the model's own answer)")
+                        "or 0.5 with --prior; vlm: the model's own answer; classifier: 0.5)")
     c = p.add_argument_group("compact backend")
     c.add_argument("--prior", type=share, default=None, metavar="SHARE",
                    help="the share of generated images you expect in this archive, e.g. 0.02: scores and "
@@ -237,6 +245,20 @@ def _add_scan(sub) -> None:
     g.add_argument("--crop-pixels", type=positive_int, default=448 * 448,
                    help="each crop is resized to about this many pixels, so small regions are magnified "
                         "(default 200704 = 448x448)")
+    k = p.add_argument_group("classifier backend", "A Hugging Face image-classifier checkpoint folder (config.json, "
+                             "preprocessor_config.json, *.safetensors) run through the scan and the zoom; "
+                             "docs/classifier.md")
+    k.add_argument("--generated-labels", type=label_list, default=None, metavar="NAME[,NAME...]",
+                   help="the checkpoint's classes that mean generated (all others: real); default: read from its "
+                        "id2label names (fake, ai, generated, synthetic, ... against real, human, natural, ...)")
+    k.add_argument("--max-tiles", type=positive_int, default=None,
+                   help="most scan tiles per image; an image that would need more is tiled with larger tiles, "
+                        "each resized to the input size (default 64)")
+    k.add_argument("--tile-overlap", type=_number(float, 0, 0.9), default=None,
+                   help="share of a scan tile's side its neighbours overlap, 0 to 0.9 (default 0.5)")
+    k.add_argument("--zoom-tiles", type=positive_int, default=None,
+                   help="most native-resolution tiles scored per zoomed region; larger regions are sampled "
+                        "evenly (default 9)")
     m = p.add_argument_group("the method")
     m.add_argument("--stages", default="scan,zoom", choices=STAGE_CHOICES, metavar="STAGES",
                    help="'scan,zoom' (the method: look, then zoom into regions; the default) or 'scan' (first "
@@ -254,9 +276,11 @@ def _add_scan(sub) -> None:
                    help="context added around each region before cropping, as a fraction of its size (default 0.15)")
     m.add_argument("--min-crop-side", type=positive_int, default=64,
                    help="smallest crop side in original pixels (default 64)")
-    m.add_argument("--view-size", type=_number(int, 16), default=DecodeConfig.view_max_side,
+    m.add_argument("--view-size", type=_number(int, 16), default=None,
                    help="longest side of the reduced image the scan looks at; keep the size the weights learned on "
-                        f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side}, as the bundled weights)")
+                        f"(`zoomin train --view-size`; default {DecodeConfig.view_max_side}, as the bundled weights; "
+                        "classifier: the side its --max-tiles tiles of the input size cover, 1008 px for 224 px "
+                        "inputs)")
     m.add_argument("--max-pixels", type=positive_int, default=DecodeConfig.max_pixels,
                    help=f"refuse images larger than this many pixels as too_large (default {DecodeConfig.max_pixels:,})")
     m.add_argument("--max-bytes", type=positive_int, default=512 * 1024 * 1024,

@@ -76,11 +76,28 @@ def _options(name: str, a, threshold: Optional[float] = None) -> dict:
         options["max_boxes"] = a.max_boxes
         if a.prior is not None:
             options["prior"] = a.prior
+    elif name == "classifier":
+        options["max_boxes"] = a.max_boxes
+        options.update({k: v for k, v in (("generated_labels", a.generated_labels), ("max_tiles", a.max_tiles),
+                                          ("tile_overlap", a.tile_overlap), ("zoom_tiles", a.zoom_tiles))
+                        if v is not None})
     elif name == "vlm":
         options.update({"max_boxes": a.max_boxes, "prompts": a.prompts, "keep_raw": a.keep_raw,
                         "max_new_tokens": a.max_new_tokens, "max_pixels": a.max_image_pixels,
                         "crop_pixels": a.crop_pixels})
     return options
+
+
+def _view_size(a, first: str, found: dict) -> int:
+    """--view-size, or the first tier's default: a classifier's covers --max-tiles tiles of its input."""
+    from zoomin_core.decode import DecodeConfig
+    if a.view_size is not None:
+        return a.view_size
+    if first == "classifier":
+        from zoomin_core.backends.classifier import MAX_TILES, TILE_OVERLAP, scan_side
+        return scan_side(found["classifier"]["input_side"], a.max_tiles or MAX_TILES,
+                         TILE_OVERLAP if a.tile_overlap is None else a.tile_overlap)
+    return DecodeConfig.view_max_side
 
 
 def _band(a, first: str, weights: Optional[str]):
@@ -126,19 +143,24 @@ def cmd_scan(a) -> int:
                                 ("--max-image-pixels", a.max_image_pixels)) if v]
     if vlm_flags and "vlm" not in names:
         return _fail("scan", f"{', '.join(vlm_flags)} apply to --backend vlm only")
+    classifier_flags = [f for f, v in (("--generated-labels", a.generated_labels), ("--max-tiles", a.max_tiles),
+                                       ("--tile-overlap", a.tile_overlap), ("--zoom-tiles", a.zoom_tiles)) if v]
+    if classifier_flags and "classifier" not in names:
+        return _fail("scan", f"{', '.join(classifier_flags)} apply to --backend classifier only")
     if a.escalate and not second:
         return _fail("scan", "--escalate sets the band of a cascade: give --cascade FIRST,SECOND too")
     if a.address and a.num_cpus is not None:
         return _fail("scan", "--num-cpus sizes the local cluster zoomin starts; with --address the cluster has its own")
     try:
-        examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
-                                max_boxes=a.max_boxes, examine_all=a.examine_all,
-                                decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=a.view_size,
-                                                    c2pa_trust=_trust(a.c2pa_trust)))
         source = SourceConfig(input_format=a.input_format, image_column=a.image_column,
                               max_bytes=a.max_bytes, storage=_storage(a), allow_roots=tuple(a.allow_root))
-        for name in names:   # an unusable model is refused here, before Ray starts
-            check_model(models.get(name), source.storage, name)
+        # an unusable model is refused here, before Ray starts
+        found = {name: check_model(models.get(name), source.storage, name, a.generated_labels or ())
+                 for name in names}
+        examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
+                                max_boxes=a.max_boxes, examine_all=a.examine_all,
+                                decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=_view_size(a, first, found),
+                                                    c2pa_trust=_trust(a.c2pa_trust)))
         options = _options(first, a, None if second else a.threshold)
         tier2 = None
         if second:

@@ -78,21 +78,30 @@ def _check_safetensors(path: Path) -> None:
         raise ModelError(f"{path.name}: safetensors file is truncated or padded")
 
 
-def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), backend: str = "compact") -> None:
-    """Fail early (in the driver, before any image is read) when `model` is not there or, for
-    the vlm backend, is not a complete checkpoint folder."""
-    if backend == "vlm":
+_checked: dict = {}   # (model, backend, labels) -> what check_model found: the CLI and run_scan both ask
+
+
+def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), backend: str = "compact",
+                generated_labels: tuple = ()) -> dict:
+    """Fail early (in the driver, before any image is read) when `model` is not there or is not
+    a checkpoint the backend loads. Returns what the job needs to know of it: for a classifier
+    its input side ("input_side") and how its labels map ("labels")."""
+    key = (model, backend, tuple(generated_labels))
+    if key in _checked:
+        return _checked[key]
+    if backend in ("vlm", "classifier"):
         import importlib.util
         if importlib.util.find_spec("transformers") is None:
-            raise ModelError("the vlm backend needs the vlm extra (transformers is not installed): "
-                             "bash scripts/setup.sh ray,vlm")
+            raise ModelError(f"the {backend} backend needs the {backend} extra (transformers is not installed): "
+                             f"bash scripts/setup.sh ray,{backend}")
     if model is None:
-        if backend == "vlm":
-            raise ModelError("the vlm backend needs --model (with --cascade: --model vlm=PATH): a checkpoint "
-                             "folder, local or s3://")
-        return
+        if backend in ("vlm", "classifier"):
+            raise ModelError(f"the {backend} backend needs --model (with --cascade: --model {backend}=PATH): a "
+                             "checkpoint folder, local or s3://")
+        return {}
+    fs = root = None
     if is_remote(model):
-        _, _, infos, folder = _remote_files(model, storage)
+        fs, root, infos, folder = _remote_files(model, storage)
         names = list(infos)
     elif not Path(model).exists():
         raise ModelError(f"--model {model}: no such file or folder")
@@ -104,25 +113,57 @@ def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), 
         missing = missing_files(names) if folder else ["a checkpoint folder (config.json, *.safetensors, tokenizer)"]
         if missing:
             raise ModelError(f"--model {model}: incomplete checkpoint, missing {', '.join(missing)}")
+    info: dict = {}
+    if backend == "classifier":
+        info = _check_classifier(model, names if folder else [], storage, generated_labels, fs, root)
     if not is_remote(model):
-        _check_loads(Path(model), backend)
+        _check_loads(Path(model), backend, generated_labels)
+    _checked[key] = info
+    return info
 
 
-def _check_loads(path: Path, backend: str) -> None:
+def _check_classifier(model: str, names: list, storage: StorageConfig, generated_labels: tuple, fs, root) -> dict:
+    """The classifier checkpoint's files are there, its config names an image classifier and its
+    labels map (read from object storage too: two small JSON files)."""
+    from zoomin_core.backends.classifier_checkpoint import REQUIRED, missing, parse
+    from zoomin_core.backends.vlm_families import CheckpointError
+    lacking = missing([n for n in names if "/" not in n]) if names else ["a checkpoint folder (" + ", ".join(
+        REQUIRED) + ", *.safetensors)"]
+    if lacking:
+        raise ModelError(f"--model {model}: incomplete checkpoint, missing {'; '.join(lacking)}")
+    try:
+        texts = {n: (retrying(lambda n=n: fs.cat_file(f"{root}/{n}"), storage).decode("utf-8", "replace") if fs
+                     else (Path(model) / n).read_text(errors="replace")) for n in REQUIRED}
+        _, labels, pre = parse(texts, generated_labels, f"--model {model}: ")
+    except CheckpointError as e:
+        raise ModelError(str(e)) from None
+    except OSError as e:
+        raise ModelError(f"--model {model}: cannot read it: {redact(str(e), storage)}") from None
+    return {"input_side": pre.side, "labels": labels.describe()}
+
+
+def _check_loads(path: Path, backend: str, generated_labels: tuple = ()) -> None:
     """A local model opens here as it will in every actor: a file that is not the backend's
     weights is refused now, in one line, not in a traceback from each actor."""
     try:
         if backend == "compact":
             from zoomin_core.compact_model import CompactModel
             CompactModel.load(path)
-        elif backend == "vlm":
+        elif backend in ("vlm", "classifier"):
             for f in path.rglob("*.safetensors"):
                 _check_safetensors(f)
-            from transformers import AutoConfig
-            AutoConfig.from_pretrained(str(path))
+            if backend == "vlm":
+                from transformers import AutoConfig
+                AutoConfig.from_pretrained(str(path))
+            else:   # the weights load and fill the model (a missing tensor would be random)
+                from zoomin_core.backends.classifier import ClassifierBackend
+                ClassifierBackend(str(path), generated_labels)
     except ModelError as e:
         raise ModelError(f"--model {path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - whatever the loader says, in one line
+        from zoomin_core.backends.vlm_families import CheckpointError
+        if isinstance(e, CheckpointError):
+            raise ModelError(str(e)) from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"--model {path}: not {'compact weights' if backend == 'compact' else 'a checkpoint'} "
                          f"this version can load ({type(e).__name__}: {first[:200]})") from None

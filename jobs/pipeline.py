@@ -133,12 +133,13 @@ class _ModelActor:
         from .models import fetch_model
         torch.set_num_threads(plan.threads)
         options = dict(cfg.backend_options)
-        if cfg.backend in ("compact", "vlm"):
+        if cfg.backend in ("compact", "vlm", "classifier"):
             options.setdefault("device", plan.device)
         if cfg.backend == "vlm":
             options.setdefault("batch_size", plan.batch_size)
-            if cfg.model:  # name rows after the checkpoint as given, not its cache folder
-                options.setdefault("model_name", cfg.model.rstrip("/").rsplit("/", 1)[-1])
+        if cfg.backend in ("vlm", "classifier") and cfg.model:
+            # name rows after the checkpoint as given, not its cache folder
+            options.setdefault("model_name", cfg.model.rstrip("/").rsplit("/", 1)[-1])
         # A checkpoint in object storage is fetched once per node into the local cache.
         model = fetch_model(cfg.model, cfg.source.storage)[0] if cfg.model else None
         self.backend = load_backend(cfg.backend, model, **options)

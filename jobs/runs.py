@@ -51,8 +51,8 @@ IDENTITY = ("src", "input_format", "image_column")
 # Every setting that changes what a row says (jobs/scan.py `job_identity` fills them): a resumed
 # or incremental run must use the same, or the output would mix rows made two ways.
 SETTINGS = ("backend", "model", "model_sha256", "prompt_version", "prior", "threshold", "stages", "view_size",
-            "max_boxes", "margin", "min_crop_side", "max_pixels", "max_bytes", "vlm", "examine_all", "c2pa_trust",
-            "cascade")
+            "max_boxes", "margin", "min_crop_side", "max_pixels", "max_bytes", "vlm", "classifier", "examine_all",
+            "c2pa_trust", "cascade")
 
 
 @dataclass

@@ -68,7 +68,10 @@ def _init_ray(rc: RayConfig):
 def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) -> dict:
     """What this run's output is the results of, and every setting that changes a row
     (runs.IDENTITY and runs.SETTINGS): written to the run record, compared on resume."""
-    prompts, vlm = None, None
+    prompts, vlm, classifier = None, None, None
+    if cfg.backend == "classifier":
+        classifier = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.backend_options.items())
+                      if k not in ("max_boxes", "threshold")}
     if cfg.backend == "vlm":
         from zoomin_core.backends.vlm import load_prompts
         prompts = load_prompts(cfg.backend_options.get("prompts"))["version"]
@@ -81,7 +84,7 @@ def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) ->
             "threshold": cfg.backend_options.get("threshold"), "stages": ex.stages,
             "view_size": ex.decode.view_max_side, "max_boxes": ex.max_boxes, "margin": ex.margin,
             "min_crop_side": ex.min_crop_side, "max_pixels": ex.decode.max_pixels,
-            "max_bytes": cfg.source.max_bytes, "vlm": vlm, "examine_all": ex.examine_all,
+            "max_bytes": cfg.source.max_bytes, "vlm": vlm, "classifier": classifier, "examine_all": ex.examine_all,
             "c2pa_trust": hashlib_sha256(ex.decode.c2pa_trust), "cascade": _second_tier(cfg)}
 
 
@@ -130,9 +133,10 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     units = plan_manifest(manifest, cfg.source) if manifest else plan_source(src, cfg.source, exclude=out)
     if units.num_rows == 0:
         raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
-    check_model(cfg.model, storage, cfg.backend)
-    if cfg.second is not None:
-        check_model(cfg.second.model, storage, cfg.second.backend)
+    for tier in (cfg, cfg.tier2()) if cfg.second is not None else (cfg,):
+        found = check_model(tier.model, storage, tier.backend, tier.backend_options.get("generated_labels", ()))
+        if found.get("labels"):   # how the classifier's classes were read: worth seeing before hours of scanning
+            print(f"zoomin: {tier.backend} {tier.model}: {found['labels']}", flush=True)
     output = open_output(out, storage)
     decision = runs.decide(output, job_identity(src, manifest, cfg), overwrite, incremental, rescan)
     if decision.mode == "incremental":

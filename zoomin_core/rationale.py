@@ -137,3 +137,33 @@ def zoom_rationale(regions: Sequence[tuple[Box, float, Cues]], verdict: str, sco
         cue = cue_phrase(c, reference, cue_auc, s >= threshold)
         parts.append(text + (f"; {cue}." if cue else "."))
     return " ".join([head, how] + parts)
+
+
+def classifier_scan_explanation(score: float, verdict: str, hot: int, tiles: int, side: int) -> str:
+    """Stage-1 text of the classifier backend: the whole image, then its tile scan."""
+    where = (f"{hot} of its {tiles} tiles ({side} px of the scanned image each) reach the threshold and "
+             "go to the zoom" if hot else f"none of its {tiles} tiles ({side} px each) reaches the threshold; "
+             "the most suspicious one goes to the zoom")
+    return f"The classifier scored the whole image {score:.2f} ({verdict}); {where}."
+
+
+def classifier_rationale(regions: Sequence[tuple[Box, float, int]], verdict: str, score: float,
+                         whole: float, threshold: float, point: str = "", generator: Optional[str] = None) -> str:
+    """Stage-2 text of the classifier backend. `regions`: (region in original pixels, zoom score,
+    tiles scored), in any order; listed most suspicious first. The final score is the highest
+    look (the whole image or a region), so the look that decided is named."""
+    shown, at = _pair(score, threshold)
+    head = f"{verdict.capitalize()}, score {shown} (generated at {at} or more{', ' + point if point else ''})."
+    order = sorted(range(len(regions)), key=lambda k: -regions[k][1])
+    if not regions:
+        how = f"No region could be examined at full resolution, so the whole image's score decides: {whole:.2f}."
+    else:
+        best = regions[order[0]][1]
+        decider = "region 1" if best > whole else "the whole image"
+        how = (f"The classifier scored the whole image {whole:.2f} and, zoomed in at full resolution, the most "
+               f"suspicious region (region 1) {best:.2f}; the final score is the higher of the looks ({decider}).")
+    parts = [f"Region {n} {_where(regions[k][0])}, {int(regions[k][0].width)}x{int(regions[k][0].height)} px, "
+             f"{regions[k][2]} tile(s): {_pair(regions[k][1], threshold)[0]}, {region_words(regions[k][1], threshold)}."
+             for n, k in enumerate(order, 1)]
+    tail = [f"Most likely generator: {generator}."] if generator and verdict != "real" else []
+    return " ".join([head, how] + parts + tail)

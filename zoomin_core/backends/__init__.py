@@ -28,8 +28,10 @@ class Backend(Protocol):
 
 
 # name -> "module:Class". Imports happen only when a backend is chosen, so `compact` never pulls
-# in transformers and `fake` needs nothing but numpy; `vlm` needs transformers (the `vlm` extra).
+# in transformers and `fake` needs nothing but numpy; `vlm` and `classifier` need transformers
+# (the `vlm` extra).
 BACKENDS: dict[str, str] = {
+    "classifier": "zoomin_core.backends.classifier:ClassifierBackend",
     "compact": "zoomin_core.backends.compact:CompactBackend",
     "fake": "zoomin_core.backends.fake:FakeBackend",
     "vlm": "zoomin_core.backends.vlm:VLMBackend",
