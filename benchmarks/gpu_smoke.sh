@@ -4,11 +4,13 @@
 #   2. benchmarks/vlm_bench.py --device cuda --no-ray (images/s and tokens, tiny random Qwen2.5-VL);
 #   3. benchmarks/gpu_check.py: the scan job's model actor placed on the GPU by a GPU plan, its rows
 #      against the same actor on CPU, and the vlm backend behind that plan;
-#   4. training on the GPU: tests/test_train.py (the nets learn on cuda), a small `zoomin synth` set,
+#   4. the classifier backend's tests with ZOOMIN_TEST_DEVICE=cuda, and benchmarks/classifier_speed.py
+#      --device cuda (a ViT-S/16 against the compact backend, and the tile-size sweep);
+#   5. training on the GPU: tests/test_train.py (the nets learn on cuda), a small `zoomin synth` set,
 #      `zoomin train` on it (--device auto takes the GPU), and benchmarks/train_speed.py (CPU
 #      against GPU, the same steps).
 #
-#   bash benchmarks/gpu_smoke.sh [OUT_DIR] [PARTS]   (default: gpu-smoke/ and vlm,check,train)
+#   bash benchmarks/gpu_smoke.sh [OUT_DIR] [PARTS]   (default: gpu-smoke/ and vlm,check,classifier,train)
 #
 # Writes OUT_DIR/log.txt, OUT_DIR/vlm_gpu.json, OUT_DIR/gpu_check.json and OUT_DIR/train_speed.json;
 # exits non-zero if any step failed (each step still runs). The training set goes to a temporary
@@ -16,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-smoke}"
-parts=",${2:-vlm,check,train},"
+parts=",${2:-vlm,check,classifier,train},"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"
@@ -37,6 +39,11 @@ if [[ $parts == *,vlm,* ]]; then
 fi
 if [[ $parts == *,check,* ]]; then
   step gpu-check "$py" benchmarks/gpu_check.py --n 64 --out "$out"
+fi
+if [[ $parts == *,classifier,* ]]; then
+  step classifier-tests env ZOOMIN_TEST_DEVICE=cuda "$py" -m pytest -q -p no:cacheprovider tests/test_classifier.py \
+    -k "not planted and not from_s3"
+  step classifier-bench "$py" benchmarks/classifier_speed.py --device cuda --n 32
 fi
 if [[ $parts == *,train,* ]]; then
   set_dir=$(mktemp -d)

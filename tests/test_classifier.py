@@ -227,8 +227,10 @@ def test_planted_pattern_is_boxed_and_decides_the_verdict(ray_local, pattern_ckp
             px, planted[f"img{i:02d}.png"] = plant(px, x, y), (x, y)
         (folder / f"img{i:02d}.png").write_bytes(_png(px))
     out = tmp_path / "res"
+    # --split-stages on: the GPU layout (scan actors, CPU crop tasks, zoom actors) on CPU; the zoom
+    # must not lean on anything the scan actor kept
     assert main(["scan", str(folder), "--out", str(out), "--backend", "classifier", "--model", str(pattern_ckpt),
-                 "--no-progress"]) == 0
+                 "--split-stages", "on", "--no-progress"]) == 0
     said = capsys.readouterr().out
     assert "generated = fake; real = real" in said
     rows = {Path(r["uri"]).name: r for r in read_results(str(out)).to_pylist()}

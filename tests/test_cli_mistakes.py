@@ -44,7 +44,7 @@ def _one_line(capsys) -> str:
     (["--ouput", "x"], "unrecognized argument --ouput (did you mean --out?)"),
     (["--stages", "zoom"], "invalid choice: 'zoom'"),
     (["--split-stages", "of"], "(did you mean off?)"),
-    (["--backend", "compac"], "unknown backend 'compac' (did you mean compact?); choose from compact, vlm"),
+    (["--backend", "compac"], "unknown backend 'compac' (did you mean compact?); choose from classifier, compact, vlm"),
     (["--keep-raw"], "--keep-raw apply to --backend vlm only"),
     (["--overwrite", "--rescan"], "exclude each other"),
 ])

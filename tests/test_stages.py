@@ -14,7 +14,7 @@ def _inputs(folder: Path) -> list[ImageInput]:
 
 
 def test_backend_table():
-    assert {"compact", "vlm"} == set(available())   # the fake backend is a test double, not offered
+    assert {"classifier", "compact", "vlm"} == set(available())   # the fake backend is a test double, not offered
     with pytest.raises(ValueError, match="unknown backend 'nope'.*compact"):
         load_backend("nope")
 

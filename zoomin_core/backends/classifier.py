@@ -63,7 +63,7 @@ class ClassifierBackend:
     def __init__(self, model: Optional[str] = None, generated_labels: Sequence[str] = (), device: str = "cpu",
                  dtype: str = "auto", threshold: Optional[float] = None, max_boxes: int = 4,
                  max_tiles: int = MAX_TILES, tile_overlap: float = TILE_OVERLAP, zoom_tiles: int = ZOOM_TILES,
-                 chunk: int = 64, threads: Optional[int] = None, model_name: Optional[str] = None):
+                 chunk: Optional[int] = None, threads: Optional[int] = None, model_name: Optional[str] = None):
         import torch
         from transformers import AutoModelForImageClassification
         from transformers.utils import logging as hf_logging
@@ -93,7 +93,8 @@ class ClassifierBackend:
         self.threshold = 0.5 if threshold is None else float(threshold)
         self.point = "--threshold" if threshold is not None else ""
         self.max_boxes, self.max_tiles, self.overlap = max_boxes, max_tiles, tile_overlap
-        self.zoom_tiles, self.chunk = zoom_tiles, max(1, chunk)
+        # inputs per forward pass: a GPU wants large batches; on a CPU larger ones only cost memory
+        self.zoom_tiles, self.chunk = zoom_tiles, max(1, chunk or (256 if self.device.type == "cuda" else 64))
         self._model_name = model_name or Path(model.rstrip("/")).name
         self._type = str(config.get("model_type", "unknown"))
         log.info("classifier %s (%s): input %dx%d, %s", self._model_name, self._type, self.pre.height,
