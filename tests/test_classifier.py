@@ -327,3 +327,12 @@ def test_classifier_checkpoint_from_s3(s3, pattern_ckpt, tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="'LABEL_0', 'LABEL_1'"):
         check_model(f"s3://{bucket}/unnamed/", storage, "classifier")
     assert check_model(f"s3://{bucket}/unnamed/", storage, "classifier", ("LABEL_1",))["input_side"] == SIDE
+
+
+def test_non_finite_outputs_are_error_rows(tmp_path):
+    folder = build("vit", tmp_path / "broken", labels=("real", "fake"))
+    _fixed_head(folder, [float("nan"), 0.0])
+    inputs = [ImageInput(f"{i}.png", _png(photos(("coffee",))[0][i * 50:i * 50 + 200, :300])) for i in range(2)]
+    rows = run_chain(load_backend("classifier", str(folder)), inputs)
+    assert [r.status for r in rows] == ["model_error"] * 2
+    assert all("non-finite" in r.error and r.verdict is None for r in rows)

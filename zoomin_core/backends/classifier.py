@@ -119,6 +119,8 @@ class ClassifierBackend:
             x = torch.from_numpy(np.stack(arrays)).to(self.device, self.dtype)
             with torch.inference_mode():
                 logits = self.model(pixel_values=x).logits.float().cpu().numpy().astype(np.float64)
+            if not np.isfinite(logits).all():   # broken weights, or an overflow in half precision
+                raise RuntimeError("the classifier returned non-finite logits (NaN or inf)")
             p[start:start + len(part)], top = _p_generated(logits, self.labels)
             for j, k in enumerate(top):
                 names[start + j] = None if k is None else self.labels.names[k]
