@@ -142,11 +142,12 @@ def cmd_scan(a) -> int:
     vlm_flags = [f for f, v in (("--prompts", a.prompts), ("--keep-raw", a.keep_raw),
                                 ("--max-image-pixels", a.max_image_pixels)) if v]
     if vlm_flags and "vlm" not in names:
-        return _fail("scan", f"{', '.join(vlm_flags)} apply to --backend vlm only")
+        return _fail("scan", f"{', '.join(vlm_flags)} appl{'y' if len(vlm_flags) > 1 else 'ies'} to --backend vlm only")
     classifier_flags = [f for f, v in (("--generated-labels", a.generated_labels), ("--max-tiles", a.max_tiles),
                                        ("--tile-overlap", a.tile_overlap), ("--zoom-tiles", a.zoom_tiles)) if v]
     if classifier_flags and "classifier" not in names:
-        return _fail("scan", f"{', '.join(classifier_flags)} apply to --backend classifier only")
+        return _fail("scan", f"{', '.join(classifier_flags)} appl{'y' if len(classifier_flags) > 1 else 'ies'} to "
+                             "--backend classifier only")
     if a.escalate and not second:
         return _fail("scan", "--escalate sets the band of a cascade: give --cascade FIRST,SECOND too")
     if a.address and a.num_cpus is not None:
@@ -160,6 +161,7 @@ def cmd_scan(a) -> int:
         examine = ExamineConfig(stages=a.stages, margin=a.margin, min_crop_side=a.min_crop_side,
                                 max_boxes=a.max_boxes, examine_all=a.examine_all,
                                 decode=DecodeConfig(max_pixels=a.max_pixels, view_max_side=_view_size(a, first, found),
+                                                    view_min_side=found[first].get("input_side", 0),
                                                     c2pa_trust=_trust(a.c2pa_trust)))
         options = _options(first, a, None if second else a.threshold)
         tier2 = None

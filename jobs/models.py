@@ -112,7 +112,8 @@ def check_model(model: Optional[str], storage: StorageConfig = StorageConfig(), 
         from zoomin_core.backends.vlm_families import missing_files
         missing = missing_files(names) if folder else ["a checkpoint folder (config.json, *.safetensors, tokenizer)"]
         if missing:
-            raise ModelError(f"--model {model}: incomplete checkpoint, missing {', '.join(missing)}")
+            raise ModelError(f"--model {model}: incomplete checkpoint, missing {', '.join(missing)}"
+                             f"{_other_backend(model, backend)}")
     info: dict = {}
     if backend == "classifier":
         info = _check_classifier(model, names if folder else [], storage, generated_labels, fs, root)
@@ -127,8 +128,10 @@ def _check_classifier(model: str, names: list, storage: StorageConfig, generated
     labels map (read from object storage too: two small JSON files)."""
     from zoomin_core.backends.classifier_checkpoint import REQUIRED, missing, parse
     from zoomin_core.backends.vlm_families import CheckpointError
-    lacking = missing([n for n in names if "/" not in n]) if names else ["a checkpoint folder (" + ", ".join(
-        REQUIRED) + ", *.safetensors)"]
+    if not names:
+        raise ModelError(f"--model {model}: the classifier backend needs a checkpoint folder ({', '.join(REQUIRED)}, "
+                         "*.safetensors) as save_pretrained writes it, not a single file")
+    lacking = missing([n for n in names if "/" not in n])
     if lacking:
         raise ModelError(f"--model {model}: incomplete checkpoint, missing {'; '.join(lacking)}")
     try:
@@ -166,7 +169,44 @@ def _check_loads(path: Path, backend: str, generated_labels: tuple = ()) -> None
             raise ModelError(str(e)) from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"--model {path}: not {'compact weights' if backend == 'compact' else 'a checkpoint'} "
-                         f"this version can load ({type(e).__name__}: {first[:200]})") from None
+                         f"this version can load ({type(e).__name__}: {first[:200]})"
+                         f"{_other_backend(str(path), backend)}") from None
+
+
+def _other_backend(model: str, backend: str) -> str:
+    """' - it looks like ...: --backend X' when a local checkpoint is another backend's kind."""
+    try:
+        kind = json.loads((Path(model) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as CLASSIFIERS
+
+    from zoomin_core.backends.vlm_families import FAMILIES
+    if kind in CLASSIFIERS and backend != "classifier":
+        return " - it looks like a Hugging Face image classifier: --backend classifier"
+    if any(kind in f.model_types for f in FAMILIES.values()) and backend != "vlm":
+        return " - it looks like a vision-language checkpoint: --backend vlm"
+    return ""
+
+
+def checkpoint_digest(model: str, storage: StorageConfig = StorageConfig()) -> str:
+    """What stands for a checkpoint folder's content in the run record, cheaply: each file's name
+    and size, the JSON files' text and the safetensors headers (local); names, sizes and ETags
+    (object storage). A checkpoint saved again under the same path reads as another model."""
+    if is_remote(model):
+        return _fingerprint(_remote_files(model, storage)[2])
+    h = hashlib.sha256()
+    root = Path(model)
+    for f in sorted(p for p in (root.rglob("*") if root.is_dir() else [root]) if p.is_file()):
+        h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{f.stat().st_size}".encode())
+        if f.suffix == ".json" and f.stat().st_size < 50_000_000:
+            h.update(f.read_bytes())
+        elif f.suffix == ".safetensors":
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+                n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+                h.update(fh.read(min(n, 100_000_000)))
+    return h.hexdigest()
 
 
 def fetch_model(uri: str, storage: StorageConfig = StorageConfig(),

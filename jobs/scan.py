@@ -110,10 +110,14 @@ def hashlib_sha256(text: Optional[str]) -> Optional[str]:
 
 def model_digest(cfg: JobConfig) -> Optional[str]:
     """sha256 of a compact weights file read from this machine (the bundled one by default), so a
-    new file under the same path counts as another model; None for checkpoint folders and object
-    storage (their path stands for them)."""
+    new file under the same path counts as another model; for classifier checkpoints (local or
+    in object storage) `models.checkpoint_digest`; None for compact weights in object storage
+    and vlm checkpoints (their path stands for them)."""
     import hashlib
     from pathlib import Path
+    if cfg.backend == "classifier" and cfg.model:
+        from .models import checkpoint_digest
+        return checkpoint_digest(cfg.model, cfg.source.storage)
     if cfg.backend != "compact" or (cfg.model and "://" in cfg.model):
         return None
     from zoomin_core.compact_model import DEFAULT_WEIGHTS

@@ -80,7 +80,7 @@ def test_sparse_older_processor_configs_take_their_class_defaults():
     ("FAKE", "generated"), ("AI-Generated", "generated"), ("aiGenerated", "generated"), ("Synthetic", "generated"),
     ("deepfake", "generated"), ("artificial", "generated"), ("real", "real"), ("Human", "real"),
     ("not_ai", "real"), ("non-ai", "real"), ("authentic", "real"), ("midjourney", None), ("LABEL_0", None),
-    ("real_or_fake", "both")])
+    ("real_or_fake", "both"), ("photo", "real"), ("ai_photo", "generated"), ("Original", "real")])
 def test_label_names(name, want):
     assert meaning(name) == want
 
@@ -116,6 +116,10 @@ def test_tiles_cover_the_image_within_the_cap():
             assert 0 <= b.x1 < b.x2 <= w and 0 <= b.y1 < b.y2 <= h
             cover[int(b.y1):int(b.y2), int(b.x1):int(b.x2)] = True
         assert cover.all(), (w, h)
+    # a panorama: square tiles up to its short side, then spread with gaps - never stretched
+    thin = tiles(300, 5000, 32, 0.5, 64)
+    assert len(thin) <= 64 and {(b.width, b.height) for b in thin} == {(300, 300)}
+    assert {(b.width, b.height) for b in tiles(300, 50000, 32, 0.5, 64)} == {(300, 300)}
     # at the input size while the cap allows it; larger (resized) tiles beyond it
     assert {b.width for b in tiles(144, 144, 32, 0.5, 64)} == {32}
     assert min(b.width for b in tiles(4000, 3000, 32, 0.5, 64)) > 32
@@ -248,10 +252,19 @@ def test_planted_pattern_is_boxed_and_decides_the_verdict(ray_local, pattern_ckp
         best = r["boxes"][0]
         assert best["x1"] <= x and best["y1"] <= y and x + PATTERN <= best["x2"] and y + PATTERN <= best["y2"]
         assert best["score"] >= 0.5
-    # the classifier's settings are part of the job: a resume with other tiles is refused
+    # the classifier's settings are part of the job: a resume with other tiles is refused, and so
+    # is one whose checkpoint was saved again under the same path
     assert main(["scan", str(folder), "--out", str(out), "--backend", "classifier", "--model", str(pattern_ckpt),
                  "--incremental", "--max-tiles", "16"]) == 2
     assert "classifier" in capsys.readouterr().err
+    saved = (pattern_ckpt / "config.json").read_text()
+    try:
+        _relabel(pattern_ckpt, ("real", "ai"))
+        assert main(["scan", str(folder), "--out", str(out), "--backend", "classifier", "--model", str(pattern_ckpt),
+                     "--incremental"]) == 2
+        assert "model_sha256" in capsys.readouterr().err
+    finally:
+        (pattern_ckpt / "config.json").write_text(saved)
 
 
 # ---- checkpoints refused before any image is read ----------------------------------------------
@@ -281,25 +294,40 @@ BROKEN = {
         (f / "model.safetensors").read_bytes()[:-100])), "truncated"),
     "no_head": (lambda f: (build("vit", f), _strip(f / "model.safetensors", "classifier.")), "lack"),
     "backbone": (lambda f: (build("vit", f), _backbone(f)), "no classification head"),
+    "head_size": (lambda f: (build("vit", f), _relabel(f, ("real", "fake", "ai"))), "do not fit config.json"),
+    "a_file": (lambda f: build("vit", f / "ckpt"), "needs a checkpoint folder"),
 }
 
 
+def _relabel(folder: Path, labels) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["id2label"] = dict(enumerate(labels))
+    cfg["label2id"] = {n: i for i, n in enumerate(labels)}
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_unusable_checkpoint_is_refused_before_any_image_is_read(tmp_path, capsys, case):
+def test_unusable_checkpoint_is_refused_before_any_image_is_read(tmp_path, capfd, case):
     make, says = BROKEN[case]
     folder = tmp_path / case
     make(folder)
+    capfd.readouterr()   # what building the checkpoint printed
+    model = folder / "ckpt" / "model.safetensors" if case == "a_file" else folder
     out = tmp_path / "res"
-    assert main(["scan", "--out", str(out), "--backend", "classifier", "--model", str(folder)]) == 2
-    err = capsys.readouterr().err
+    assert main(["scan", "--out", str(out), "--backend", "classifier", "--model", str(model)]) == 2
+    err = capfd.readouterr().err
     assert says in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err      # one line: no loader report tables
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_classifier_flags_and_model(tmp_path, capsys, random_ckpts):
     out = str(tmp_path / "res")
     assert main(["scan", "--out", out, "--max-tiles", "16"]) == 2
-    assert "apply to --backend classifier only" in capsys.readouterr().err
+    assert "--max-tiles applies to --backend classifier only" in capsys.readouterr().err
+    for wrong in ("compact", "vlm"):   # a classifier checkpoint given to another backend: which one it is
+        assert main(["scan", "--out", out, "--backend", wrong, "--model", str(random_ckpts["vit"])]) == 2
+        assert "it looks like a Hugging Face image classifier: --backend classifier" in capsys.readouterr().err
     assert main(["scan", "--out", out, "--backend", "classifier"]) == 2
     assert "needs --model" in capsys.readouterr().err
     assert main(["scan", "--out", out, "--backend", "classifier", "--model", str(random_ckpts["vit"]),
@@ -336,3 +364,15 @@ def test_non_finite_outputs_are_error_rows(tmp_path):
     rows = run_chain(load_backend("classifier", str(folder)), inputs)
     assert [r.status for r in rows] == ["model_error"] * 2
     assert all("non-finite" in r.error and r.verdict is None for r in rows)
+
+
+def test_the_scan_view_keeps_a_panoramas_short_side(random_ckpts):
+    from zoomin_core.decode import fit, prepare
+    assert fit(256, 3000, 1008, 224) == (224, 2625) and fit(4000, 3000, 1008, 224) == (1008, 756)
+    assert fit(100, 20000, 1008, 224) == (40, 8064)    # at most 8 x the view side, and never enlarged
+    pano = np.asarray(Image.fromarray(photos(("coffee",))[0]).resize((3000, 256)))
+    p = prepare(ImageInput("pano.png", _png(pano)), DecodeConfig(view_max_side=144, view_min_side=SIDE))
+    assert p.view.size == (375, 32)
+    row = run_chain(ClassifierBackend(str(random_ckpts["vit"])), [ImageInput("pano.png", _png(pano))],
+                    ExamineConfig(stages="scan", decode=DecodeConfig(view_max_side=144, view_min_side=SIDE)))[0]
+    assert "(256 px of the original each)" in row.explanation, row.explanation

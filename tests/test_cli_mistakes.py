@@ -45,7 +45,7 @@ def _one_line(capsys) -> str:
     (["--stages", "zoom"], "invalid choice: 'zoom'"),
     (["--split-stages", "of"], "(did you mean off?)"),
     (["--backend", "compac"], "unknown backend 'compac' (did you mean compact?); choose from classifier, compact, vlm"),
-    (["--keep-raw"], "--keep-raw apply to --backend vlm only"),
+    (["--keep-raw"], "--keep-raw applies to --backend vlm only"),
     (["--overwrite", "--rescan"], "exclude each other"),
 ])
 def test_scan_mistakes_are_one_line_before_ray(argv, says, no_ray, tmp_path, capsys):

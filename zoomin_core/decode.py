@@ -46,6 +46,10 @@ class DecodeConfig:
     view_max_side: int = 768
     # Images with a side shorter than this are refused as `unsupported` (nothing to examine).
     min_side: int = 16
+    # The view's shorter side is at least this (when the image has it), even if its longer side
+    # then exceeds view_max_side (at most 8 times): the classifier backend sets its input size,
+    # so a panorama's tiles are squares of real pixels, not slivers stretched to the input.
+    view_min_side: int = 0
     # Decode JPEG scan views with DCT scaling (draft mode). Off only for benchmarks.
     draft: bool = True
     # PEM trust anchors for C2PA signers (--c2pa-trust), read while decoding: a capture claim
@@ -160,9 +164,12 @@ def _oriented_size(im: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def fit(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """Size that fits in max_side, keeping the aspect ratio; never enlarges."""
+def fit(w: int, h: int, max_side: int, min_short: int = 0) -> tuple[int, int]:
+    """Size that fits in max_side, keeping the aspect ratio; never enlarges. With min_short, the
+    shorter side stays at least that (the longer then at most 8 x max_side)."""
     s = min(1.0, max_side / max(w, h))
+    if min_short and min(w, h) * s < min_short:
+        s = min(1.0, max(s, min(min_short / min(w, h), 8 * max_side / max(w, h))))
     return max(1, round(w * s)), max(1, round(h * s))
 
 
@@ -175,11 +182,11 @@ def prepare(item: ImageInput, cfg: DecodeConfig = DecodeConfig()) -> Prepared:
     try:
         im = _open(item.data, cfg)
         width, height = _oriented_size(im)
-        vw, vh = fit(width, height, cfg.view_max_side)
+        vw, vh = fit(width, height, cfg.view_max_side, cfg.view_min_side)
         if cfg.draft and im.format == "JPEG":
             # Ask libjpeg for the smallest DCT scale that is still >= the view (raw orientation).
             raw_w, raw_h = im.size
-            rw, rh = fit(raw_w, raw_h, cfg.view_max_side)
+            rw, rh = fit(raw_w, raw_h, cfg.view_max_side, cfg.view_min_side)
             im.draft("RGB", (rw, rh))
         rgb = _load(im)
         # after loading: PNG text chunks may follow the pixels; a watermark needs them at full size

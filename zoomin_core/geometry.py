@@ -120,8 +120,9 @@ def _starts(length: int, side: int, step: float) -> list[int]:
 def tiles(width: int, height: int, side: int, overlap: float, max_tiles: int, grow: bool = True) -> list[Box]:
     """Square tiles of `side` pixels covering a width x height image, neighbours overlapping by
     `overlap` of a side, at most `max_tiles`. Over the cap, grow=True makes the tiles larger (every
-    pixel stays covered, each tile then seen at a lower resolution); grow=False keeps their side
-    and spreads fewer of them evenly (each seen at full resolution, with gaps between).
+    pixel stays covered, each tile then seen at a lower resolution) up to the image's shorter
+    side; beyond that, and with grow=False, the tiles keep their side and fewer of them are
+    spread evenly (each seen at full resolution, with gaps between: a long panorama).
     A side of the image shorter than `side` is covered by one tile as long as that side."""
     side = max(1, int(side))
     while True:
@@ -129,13 +130,13 @@ def tiles(width: int, height: int, side: int, overlap: float, max_tiles: int, gr
         xs, ys = _starts(width, side, step), _starts(height, side, step)
         if len(xs) * len(ys) <= max_tiles:
             break
-        if not grow:
-            # the most tiles under the cap, split between the axes as the full grid is
-            nx, ny = max(((a, b) for a in range(1, len(xs) + 1) for b in range(1, len(ys) + 1)
-                          if a * b <= max_tiles),
-                         key=lambda t: (t[0] * t[1], -abs(np.log(t[0] * len(ys) / (t[1] * len(xs))))))
-            xs = [int(round(x)) for x in np.linspace(0, max(0, width - side), nx)]
-            ys = [int(round(y)) for y in np.linspace(0, max(0, height - side), ny)]
-            break
-        side = int(np.ceil(side * 1.1))
+        if grow and side < min(width, height):
+            side = min(int(np.ceil(side * 1.1)), min(width, height))
+            continue
+        # the most tiles under the cap, split between the axes as the full grid is
+        nx, ny = max(((a, b) for a in range(1, len(xs) + 1) for b in range(1, len(ys) + 1) if a * b <= max_tiles),
+                     key=lambda t: (t[0] * t[1], -abs(np.log(t[0] * len(ys) / (t[1] * len(xs))))))
+        xs = [int(round(x)) for x in np.linspace(0, max(0, width - side), nx)]
+        ys = [int(round(y)) for y in np.linspace(0, max(0, height - side), ny)]
+        break
     return [Box(x, y, min(width, x + side), min(height, y + side)) for y in ys for x in xs]

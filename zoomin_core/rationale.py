@@ -139,12 +139,15 @@ def zoom_rationale(regions: Sequence[tuple[Box, float, Cues]], verdict: str, sco
     return " ".join([head, how] + parts)
 
 
-def classifier_scan_explanation(score: float, verdict: str, hot: int, tiles: int, side: int) -> str:
-    """Stage-1 text of the classifier backend: the whole image, then its tile scan."""
-    where = (f"{hot} of its {tiles} tiles ({side} px of the scanned image each) reach the threshold and "
-             "go to the zoom" if hot else f"none of its {tiles} tiles ({side} px each) reaches the threshold; "
-             "the most suspicious one goes to the zoom")
-    return f"The classifier scored the whole image {score:.2f} ({verdict}); {where}."
+def classifier_scan_explanation(score: float, threshold: float, hot: int, tiles: int, side: int) -> str:
+    """Stage-1 text of the classifier backend: the whole image, then its tile scan. `side`: a
+    tile's side in original pixels."""
+    shown, _ = _pair(score, threshold)
+    verdict = "generated" if score >= threshold else "real"
+    n = f"{tiles} tile{'s' if tiles != 1 else ''} ({side} px of the original each)"
+    where = (f"{hot} of its {n} reach the threshold; they make the regions" if hot
+             else f"none of its {n} reaches the threshold; the most suspicious one is the region")
+    return f"The classifier scored the whole image {shown} ({verdict}); {where}."
 
 
 def classifier_rationale(regions: Sequence[tuple[Box, float, int]], verdict: str, score: float,
@@ -156,12 +159,14 @@ def classifier_rationale(regions: Sequence[tuple[Box, float, int]], verdict: str
     head = f"{verdict.capitalize()}, score {shown} (generated at {at} or more{', ' + point if point else ''})."
     order = sorted(range(len(regions)), key=lambda k: -regions[k][1])
     if not regions:
-        how = f"No region could be examined at full resolution, so the whole image's score decides: {whole:.2f}."
+        how = (f"No region could be examined at full resolution, so the whole image's score decides: "
+               f"{_pair(whole, threshold)[0]}.")
     else:
         best = regions[order[0]][1]
         decider = "region 1" if best > whole else "the whole image"
-        how = (f"The classifier scored the whole image {whole:.2f} and, zoomed in at full resolution, the most "
-               f"suspicious region (region 1) {best:.2f}; the final score is the higher of the looks ({decider}).")
+        how = (f"The classifier scored the whole image {_pair(whole, threshold)[0]} and, zoomed in at full "
+               f"resolution, the most suspicious region (region 1) {_pair(best, threshold)[0]}; the final score is "
+               f"the higher of the looks ({decider}).")
     parts = [f"Region {n} {_where(regions[k][0])}, {int(regions[k][0].width)}x{int(regions[k][0].height)} px, "
              f"{regions[k][2]} tile(s): {_pair(regions[k][1], threshold)[0]}, {region_words(regions[k][1], threshold)}."
              for n, k in enumerate(order, 1)]

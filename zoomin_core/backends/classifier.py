@@ -78,8 +78,19 @@ class ClassifierBackend:
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         self.dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
-        self.model, info = AutoModelForImageClassification.from_pretrained(
-            model, dtype=self.dtype, use_safetensors=True, output_loading_info=True)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()   # its load report is a table; what matters is said below, in one line
+        try:
+            self.model, info = AutoModelForImageClassification.from_pretrained(
+                model, dtype=self.dtype, use_safetensors=True, output_loading_info=True)
+        except RuntimeError as e:
+            if "mismatched" not in str(e) and "size mismatch" not in str(e):
+                raise
+            raise CheckpointError(f"--model {model}: the weights do not fit config.json: some tensors have other "
+                                  f"shapes (config.json names {len(self.labels.names)} classes; does the "
+                                  "classification head have as many outputs?)") from None
+        finally:
+            hf_logging.set_verbosity(level)
         self.model = self.model.to(self.device).eval()
         if info.get("missing_keys"):   # transformers would fill them with random values
             keys = sorted(info["missing_keys"])
@@ -140,11 +151,11 @@ class ClassifierBackend:
             whole, tile_p, at = float(p[at]), p[at + 1:at + 1 + len(grid)], at + 1 + len(grid)
             scored = [Box(b.x1, b.y1, b.x2, b.y2, float(s)) for b, s in zip(grid, tile_p)]
             boxes = hot_regions(scored, self.threshold)[: self.max_boxes]
-            hot = sum(s >= self.threshold for s in tile_p)
+            hot = int(sum(s >= self.threshold for s in tile_p))
             verdict = GENERATED if whole >= self.threshold else REAL
-            side = int(grid[0].width) if grid else 0
-            out.append(ScanResult(tuple(boxes), verdict, whole,
-                                  rationale.classifier_scan_explanation(whole, verdict, hot, len(grid), side)))
+            side = round(max(grid[0].width * v.scale_x, grid[0].height * v.scale_y)) if grid else 0
+            out.append(ScanResult(tuple(boxes), verdict, whole, rationale.classifier_scan_explanation(
+                whole, self.threshold, hot, len(grid), side)))
         return out
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list[Verdict]:

@@ -24,7 +24,10 @@ REQUIRED = {"config.json": "config.json (architecture and labels)",
 # non-letter and at camelCase joins ("AI_Generated" -> ai, generated; "aiGenerated" too).
 GENERATED_WORDS = {"fake", "fakes", "artificial", "ai", "aigc", "aigenerated", "generated", "synthetic",
                    "deepfake", "deepfakes", "sd", "gan", "diffusion", "manipulated", "machine"}
-REAL_WORDS = {"real", "reals", "human", "natural", "nature", "authentic", "genuine", "camera", "pristine"}
+REAL_WORDS = {"real", "reals", "human", "natural", "nature", "authentic", "genuine", "pristine", "bonafide",
+              "nonai", "notai"}
+# Words that say real only next to no generated word ("photo" is real, "ai_photo" is generated).
+WEAK_REAL_WORDS = {"photo", "photograph", "photos", "original", "camera"}
 NEGATIONS = {"not", "non", "no"}   # "not_ai", "non-ai", "no ai": real
 
 # Defaults of transformers' processor classes where they differ from the common ones: older
@@ -45,6 +48,7 @@ def meaning(label: str) -> Optional[str]:
     gen, real = any(w in GENERATED_WORDS for w in words), any(w in REAL_WORDS for w in words)
     if gen and any(w in NEGATIONS for w in words):
         gen, real = False, True
+    real = real or (not gen and any(w in WEAK_REAL_WORDS for w in words))
     return "both" if gen and real else "generated" if gen else "real" if real else None
 
 

@@ -1,0 +1,107 @@
+"""Training examples for a ZoomIn vision-language model: what each of the two queries should answer.
+
+An Example is one labelled image's answers to the method's two queries, in original pixels:
+query 1 (scan): an explanation, the regions worth a closer look, a first verdict; query 2
+(zoom): a rationale grounded in the crops of those regions, and the final verdict. They come
+either from templates (the label and, where known, the true regions: `zoomin synth` sets and
+other sets with true boxes) or from a teacher model told the known label (the paper's
+annotation pipeline), kept only when they pass `check`.
+
+The texts a model is trained on are rendered from an Example for a given box frame
+(`scan_target`, `zoom_target`), because each model family writes boxes in its own frame.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+from .geometry import iou
+from .records import GENERATED, Box
+from .vlm_parse import Answer
+
+Quad = tuple[float, float, float, float]
+
+# Why a teacher's annotation was dropped (counted by reason in the dataset's summary).
+DROP_REASONS = ("unparseable", "no_boxes", "boxes_miss_truth", "verdict_disagrees", "model_error")
+
+
+@dataclass(frozen=True)
+class Example:
+    uri: str
+    image_id: str
+    label: str                      # real | generated: the label the user gave
+    width: int
+    height: int
+    true_boxes: tuple[Quad, ...]    # the label's regions, original pixels (may be empty)
+    boxes: tuple[Quad, ...]         # query 1's regions, original pixels
+    explanation: str                # query 1's text
+    rationale: str                  # query 2's text
+    annotator: str                  # "template", or "teacher:<model id>"
+    source: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return self.label
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def _where(b: Quad) -> str:
+    return f"x {int(b[0])}-{int(b[2])}, y {int(b[1])}-{int(b[3])}"
+
+
+def template(uri: str, image_id: str, label: str, width: int, height: int, true_boxes: Sequence[Quad] = (),
+             source: str = "") -> Example:
+    """Answers written from the label: a generated image's regions are its true boxes (the whole
+    image when none are known); a real image gets the most central quarter as the region the
+    zoom checks, so the model learns to look and then clear it."""
+    true = tuple(tuple(float(v) for v in b[:4]) for b in true_boxes)
+    if label == GENERATED:
+        boxes = true or ((0.0, 0.0, float(width), float(height)),)
+        where = "; ".join(_where(b) for b in boxes)
+        explanation = ("Texture and detail in the marked region(s) do not match the rest of the picture; they "
+                       "look synthesised." if true else "Texture, detail and noise look synthesised across the "
+                       "whole picture.")
+        rationale = (f"The close-up(s) ({where}) show smoothed fine detail and texture that a camera does not "
+                     "produce; the first look was right.")
+    else:
+        boxes = ((width / 4, height / 4, 3 * width / 4, 3 * height / 4),)
+        explanation = "Lighting, texture and edges look consistent with a camera photograph."
+        rationale = ("The close-up shows natural sensor noise and consistent fine detail; nothing points to "
+                     "generation, and the first look was right.")
+    return Example(uri, image_id, label, int(width), int(height), true, boxes, explanation, rationale,
+                   "template", source)
+
+
+def scan_target(ex: Example, to_frame: Callable[[Quad], Quad], fractional: bool = False) -> str:
+    """Query 1's answer, boxes in the model's frame (`to_frame`: original pixels -> frame;
+    `fractional`: a 0..1 frame, written with 3 decimals, else whole numbers)."""
+    boxes = [[round(v, 3) if fractional else round(v) for v in to_frame(b)] for b in ex.boxes]
+    return f"{ex.explanation} <boxes>{json.dumps(boxes)}</boxes> <verdict>{ex.verdict}</verdict>"
+
+
+def zoom_target(ex: Example) -> str:
+    """Query 2's answer."""
+    return f"{ex.rationale} <verdict>{ex.verdict}</verdict>"
+
+
+def check(label: str, true_boxes: Sequence[Quad], scan: Optional[Answer], zoom: Optional[Answer],
+          boxes: Sequence[Quad], min_iou: float) -> Optional[str]:
+    """None when a teacher's annotation is kept, else the reason it is dropped (DROP_REASONS).
+    `boxes`: the scan's boxes in original pixels."""
+    if scan is None or zoom is None:
+        return "unparseable"
+    if not boxes:
+        return "no_boxes"
+    if scan.verdict != label or zoom.verdict != label:
+        return "verdict_disagrees"
+    if label == GENERATED and true_boxes:
+        # every true region is met by some box the teacher drew
+        for t in true_boxes:
+            tb = Box(*t[:4])
+            if max(iou(tb, Box(*b)) for b in boxes) < min_iou:
+                return "boxes_miss_truth"
+    return None
+
