@@ -415,6 +415,52 @@ def _add_evaluate(sub) -> None:
     _verbose(p)
 
 
+def _add_annotate(sub) -> None:
+    p = sub.add_parser("annotate", help="labelled images -> training examples for the two queries (Parquet)",
+                       description="Write, for every labelled image, what each of the method's two queries should "
+                                   "answer (explanation, regions, verdict; the zoom's rationale) from its label and "
+                                   "true boxes, as Parquet, plus messages.jsonl (the chat-messages format TRL "
+                                   "reads) and summary.json. Run again after a kill, it finishes the rest.")
+    p.add_argument("labels", help="labels file, as `zoomin evaluate --labels` reads it (file or uri, label, "
+                                  "optional boxes)")
+    p.add_argument("--out", required=True, help="dataset folder or prefix (new, or this command's own)")
+    p.add_argument("--chunk", type=positive_int, default=64, help="images per task and per part file (default 64)")
+    p.add_argument("--teacher", default=None, metavar="CKPT",
+                   help="a vision-language checkpoint that writes the answers, told the label (not in this version)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
+    _add_storage(p)
+    _verbose(p, ray=True)
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a vision-language checkpoint on an annotated dataset (Ray Train)",
+                       description="Supervised fine-tuning of both queries (only the answers are learned) on Ray "
+                                   "Train: LoRA adapters merged at the end (default) or every weight (--full). "
+                                   "The result is a checkpoint folder `zoomin scan --backend vlm --model OUT` loads. "
+                                   "Run again after a kill, it resumes from its latest checkpoint.")
+    p.add_argument("dataset", help="folder written by `zoomin annotate --out`")
+    p.add_argument("--base", required=True, help="the vision-language checkpoint to start from (local or s3://)")
+    p.add_argument("--out", required=True, help="folder for the fine-tuned checkpoint (local or s3://)")
+    p.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
+    p.add_argument("--lora-rank", type=positive_int, default=16, help="rank of the LoRA adapters (default 16)")
+    p.add_argument("--epochs", type=positive_float, default=3.0, help="passes over the examples (default 3)")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (overrides --epochs)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 2e-4 LoRA, 2e-5 --full)")
+    p.add_argument("--batch-size", type=positive_int, default=4,
+                   help="queries per optimiser step per worker, accumulated (default 4)")
+    p.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (data-parallel; default 1)")
+    p.add_argument("--gpus-per-worker", type=nonneg_float, default=0.0, help="GPUs per worker (default 0: CPU, gloo)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="steps between checkpoints (default 50)")
+    p.add_argument("--checkpoints", default=None, metavar="DIR",
+                   help="where training checkpoints go (a folder every worker's node sees; default "
+                        "$ZOOMIN_CACHE/finetune)")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="prompt templates to train (default: the shipped v1)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
+    _add_storage(p)
+    _verbose(p, ray=True)
+
+
 def _add_submit(sub) -> None:
     p = sub.add_parser("submit", help="run a zoomin command as a job on a running Ray cluster (Ray Jobs API)",
                        description="Submit `zoomin COMMAND ...` (given after '--') to a Ray cluster through its "
@@ -444,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail, including Ray's own messages")
     parser.add_argument("--version", action="version", version=f"zoomin {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_scan, _add_report, _add_evaluate, _add_synth, _add_train, _add_submit):
+    for add in (_add_scan, _add_report, _add_evaluate, _add_synth, _add_train, _add_annotate, _add_finetune,
+                _add_submit):
         add(sub)
     return parser

@@ -292,6 +292,38 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_annotate(a) -> int:
+    import json
+
+    from .annotate import AnnotateError, annotate
+    try:
+        summary = annotate(a.labels, a.out, _storage(a), chunk=a.chunk, teacher=a.teacher, address=a.address)
+    except AnnotateError as e:
+        return _fail("annotate", str(e))
+    print(f"zoomin annotate: {summary['examples']} example(s) of {summary['labels']} label(s) -> {a.out}")
+    print(json.dumps(summary, indent=1))
+    return 0 if summary["examples"] else 1
+
+
+def cmd_finetune(a) -> int:
+    import json
+
+    from .finetune import FinetuneConfig, FinetuneError, finetune
+    from .models import ModelError
+    cfg = FinetuneConfig(dataset=a.dataset, base=a.base, out=a.out, full=a.full, lora_rank=a.lora_rank,
+                         epochs=a.epochs, steps=a.steps, lr=a.lr, batch_size=a.batch_size, workers=a.workers,
+                         gpus_per_worker=a.gpus_per_worker, checkpoint_every=a.checkpoint_every,
+                         checkpoints=a.checkpoints, seed=a.seed, storage=_storage(a))
+    try:
+        record = finetune(cfg, prompts=a.prompts, address=a.address)
+    except (FinetuneError, ModelError) as e:
+        return _fail("finetune", str(e))
+    print(f"zoomin finetune: {a.out} ({record['mode']}, {record['steps']} steps, last loss {record['loss']:.4f}); "
+          f"scan with: zoomin scan SRC --out DST --backend vlm --model {a.out}")
+    print(json.dumps(record, indent=1))
+    return 0
+
+
 def cmd_submit(a) -> int:
     from .submit import SubmitError, submit
     command = a.job[1:] if a.job[:1] == ["--"] else a.job
@@ -325,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     from .sinks import OutputError
     from .storage import explain, is_client_error
     command = {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
-               "evaluate": cmd_evaluate, "submit": cmd_submit}[a.command]
+               "evaluate": cmd_evaluate, "annotate": cmd_annotate, "finetune": cmd_finetune,
+               "submit": cmd_submit}[a.command]
     try:
         return command(a)
     except KeyboardInterrupt:  # Ctrl-C: a scan's committed files stay, and say so

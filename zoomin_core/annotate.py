@@ -58,19 +58,17 @@ def template(uri: str, image_id: str, label: str, width: int, height: int, true_
     image when none are known); a real image gets the most central quarter as the region the
     zoom checks, so the model learns to look and then clear it."""
     true = tuple(tuple(float(v) for v in b[:4]) for b in true_boxes)
+    # The two labels' texts differ from their first word: what the model must decide comes first.
     if label == GENERATED:
         boxes = true or ((0.0, 0.0, float(width), float(height)),)
         where = "; ".join(_where(b) for b in boxes)
-        explanation = ("Texture and detail in the marked region(s) do not match the rest of the picture; they "
-                       "look synthesised." if true else "Texture, detail and noise look synthesised across the "
-                       "whole picture.")
-        rationale = (f"The close-up(s) ({where}) show smoothed fine detail and texture that a camera does not "
-                     "produce; the first look was right.")
+        explanation = ("Synthesised texture in the marked region(s): it does not match the rest of the picture."
+                       if true else "Synthesised texture and noise across the whole picture.")
+        rationale = f"Synthesised detail in the close-up(s) ({where}), smoother than a camera records it."
     else:
         boxes = ((width / 4, height / 4, 3 * width / 4, 3 * height / 4),)
-        explanation = "Lighting, texture and edges look consistent with a camera photograph."
-        rationale = ("The close-up shows natural sensor noise and consistent fine detail; nothing points to "
-                     "generation, and the first look was right.")
+        explanation = "Camera-like lighting, noise and edges throughout the picture."
+        rationale = "Natural sensor noise and consistent detail in the close-up: nothing points to generation."
     return Example(uri, image_id, label, int(width), int(height), true, boxes, explanation, rationale,
                    "template", source)
 

@@ -25,6 +25,7 @@ from .vlm_families import CheckpointError, Shaped, family_for, missing_files  # 
 log = logging.getLogger(__name__)
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_PROMPTS = PROMPTS_DIR / "v1.json"
+PROMPTS_IN_CHECKPOINT = "zoomin_prompts.json"
 
 
 def check_checkpoint(path: str) -> None:
@@ -74,7 +75,9 @@ class VLMBackend:
         check_checkpoint(model)
         if threads:
             torch.set_num_threads(threads)
-        self.prompts = load_prompts(prompts)
+        # A checkpoint made by `zoomin finetune` carries the prompts it learned to answer.
+        own = Path(model) / PROMPTS_IN_CHECKPOINT
+        self.prompts = load_prompts(prompts or (str(own) if own.is_file() else None))
         # --threshold: the verdict is score >= threshold; None: the model's own answer.
         self.threshold = threshold
         self.prompt_version = self.prompts["version"]
@@ -120,9 +123,7 @@ class VLMBackend:
         out: list[tuple[str, Optional[float], bool]] = []
         for start in range(0, len(convs), self.batch_size):
             chunk = convs[start:start + self.batch_size]
-            texts = [self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}] * len(ims) + [{"type": "text", "text": prompt}]}],
-                tokenize=False, add_generation_prompt=True) for prompt, ims in chunk]
+            texts = [self.chat_text(prompt, len(ims)) for prompt, ims in chunk]
             images = [im for _, ims in chunk for im in ims]
             inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
             if "pixel_values" in inputs:
@@ -172,9 +173,36 @@ class VLMBackend:
     def _shape(self, pixels: np.ndarray) -> Shaped:
         return self.family.shape(pixels, self.processor, self.max_pixels)
 
+    def scan_conversation(self, view: View) -> tuple[str, list[Image.Image], Shaped]:
+        """Query 1 as the model sees it: (prompt, images, how the box frame maps to the view)."""
+        s = self._shape(view.pixels)
+        return self.prompts["scan"].format(frame=self.family.frame_words(s)), [s.image], s
+
+    def zoom_conversation(self, view: View, crops: Sequence[Crop], initial_verdict: str,
+                          explanation: str) -> tuple[str, list[Image.Image]]:
+        """Query 2 as the model sees it: the whole image and the crops, and the first look's words."""
+        images = [self._shape(view.pixels).image]
+        images += [self._shape(_crop_budget(c.pixels, self.crop_pixels)).image for c in crops]
+        regions = "; ".join(f"crop {i + 1}: x {int(c.box.x1)}-{int(c.box.x2)}, y {int(c.box.y1)}-{int(c.box.y2)} "
+                            "in original pixels" for i, c in enumerate(crops)) or "no region was flagged"
+        prompt = self.prompts["zoom"].format(n_crops=len(crops), regions=regions, initial_verdict=initial_verdict,
+                                             explanation=explanation or "-")
+        return prompt, images
+
+    def chat_text(self, prompt: str, n_images: int, answer: Optional[str] = None) -> str:
+        """The chat-template text of one query (and, for training, its answer turn)."""
+        turns = [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
+        if answer is None:
+            return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return self.tokenizer.apply_chat_template(turns, tokenize=False)
+
     def scan(self, views: Sequence[View]) -> list:
-        shaped = [self._shape(v.pixels) for v in views]
-        convs = [(self.prompts["scan"].format(frame=self.family.frame_words(s)), [s.image]) for s in shaped]
+        shaped, convs = [], []
+        for v in views:
+            prompt, images, s = self.scan_conversation(v)
+            shaped.append(s)
+            convs.append((prompt, images))
         results: list = []
         for s, v, (text, prob, truncated) in zip(shaped, views, self._generate("scan", convs)):
             try:
@@ -196,16 +224,8 @@ class VLMBackend:
         return results
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list:
-        convs = []
-        for view, crops, scan in items:
-            images = [self._shape(view.pixels).image]
-            images += [self._shape(_crop_budget(c.pixels, self.crop_pixels)).image for c in crops]
-            regions = "; ".join(f"crop {i + 1}: x {int(c.box.x1)}-{int(c.box.x2)}, y {int(c.box.y1)}-{int(c.box.y2)} "
-                                "in original pixels" for i, c in enumerate(crops)) or "no region was flagged"
-            prompt = self.prompts["zoom"].format(n_crops=len(crops), regions=regions,
-                                                 initial_verdict=scan.initial_verdict,
-                                                 explanation=scan.explanation or "-")
-            convs.append((prompt, images))
+        convs = [self.zoom_conversation(view, crops, scan.initial_verdict, scan.explanation)
+                 for view, crops, scan in items]
         results: list = []
         for (text, prob, truncated), (_, crops, scan) in zip(self._generate("zoom", convs), items):
             try:
