@@ -109,7 +109,7 @@ def annotate(labels_path: str, out: str, storage: StorageConfig = StorageConfig(
         raise AnnotateError(f"{out} holds part files of other labels ({stale[0].rsplit('/', 1)[-1]}, ...): give a "
                             "new or empty folder")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False) if address else ray.init(include_dashboard=False)
+        ray.init(address=address or "local", include_dashboard=False)
     if not logging.getLogger().isEnabledFor(logging.INFO):   # Ray Data's plan and progress lines: --verbose
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -131,7 +131,7 @@ def read_dataset(dataset: str, storage: StorageConfig = StorageConfig()) -> list
     try:
         names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if p.endswith(".parquet"))
     except OSError as e:
-        raise AnnotateError(f"{dataset}: cannot list it ({e})") from None
+        raise AnnotateError(f"{dataset}: not an annotated dataset (cannot list it: {e})") from None
     if not names:
         raise AnnotateError(f"{dataset}: no annotated examples there (run `zoomin annotate` first)")
     return _read_all(fs, root, names).to_pylist()

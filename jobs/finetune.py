@@ -131,7 +131,8 @@ def _worker(c: dict) -> None:
                         p.copy_(state[n])
             opt.load_state_dict(torch.load(Path(d) / "optimizer.pt", map_location=device))
             step = json.loads((Path(d) / STATE).read_text())["step"]
-            log.info("worker %d resumed at step %d (%d trainable tensors)", rank, step, len(names))
+            print(f"zoomin finetune: worker {rank} resumed at step {step} of {c['cfg']['steps'] or 'the epochs'} "
+                  f"({len(names)} trainable tensors)", flush=True)
     ddp = ray.train.torch.prepare_model(model)
     total = cfg.steps or max(1, math.ceil(cfg.epochs * c["n_queries"] / (world * cfg.batch_size)))
     order = random.Random(cfg.seed + rank)

@@ -55,3 +55,10 @@ def test_truncation_is_named_and_explanation_kept():
     a = parse_answer("The left hand has six fingers. <verdict>generated</verdict>", W, H, want_boxes=False)
     assert a.explanation == "The left hand has six fingers" and a.boxes == []
     assert parse_verdict("nothing") is None
+
+
+def test_boxes_in_a_unit_frame_are_kept():
+    # LLaVA writes boxes as fractions of the image: a box is small in numbers, not in area
+    a = parse_answer("x <boxes>[[0.25, 0.25, 0.75, 0.625]]</boxes> <verdict>generated</verdict>", 1, 1, want_boxes=True)
+    assert a.boxes == [(0.25, 0.25, 0.75, 0.625)]
+    assert parse_answer("<boxes>[[0.2, 0.2, 0.2005, 0.5]]</boxes> <verdict>real</verdict>", 1, 1, True).boxes == []

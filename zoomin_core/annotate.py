@@ -3,9 +3,8 @@
 An Example is one labelled image's answers to the method's two queries, in original pixels:
 query 1 (scan): an explanation, the regions worth a closer look, a first verdict; query 2
 (zoom): a rationale grounded in the crops of those regions, and the final verdict. They come
-either from templates (the label and, where known, the true regions: `zoomin synth` sets and
-other sets with true boxes) or from a teacher model told the known label (the paper's
-annotation pipeline), kept only when they pass `check`.
+written from templates: the label and, where known, the true regions (`zoomin synth` sets and
+other sets with true boxes).
 
 The texts a model is trained on are rendered from an Example for a given box frame
 (`scan_target`, `zoom_target`), because each model family writes boxes in its own frame.
@@ -14,17 +13,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
-from .geometry import iou
-from .records import GENERATED, Box
-from .vlm_parse import Answer
+from .records import GENERATED
 
 Quad = tuple[float, float, float, float]
-
-# Why a teacher's annotation was dropped (counted by reason in the dataset's summary).
-DROP_REASONS = ("unparseable", "no_boxes", "boxes_miss_truth", "verdict_disagrees", "model_error")
-
 
 @dataclass(frozen=True)
 class Example:
@@ -83,23 +76,3 @@ def scan_target(ex: Example, to_frame: Callable[[Quad], Quad], fractional: bool 
 def zoom_target(ex: Example) -> str:
     """Query 2's answer."""
     return f"{ex.rationale} <verdict>{ex.verdict}</verdict>"
-
-
-def check(label: str, true_boxes: Sequence[Quad], scan: Optional[Answer], zoom: Optional[Answer],
-          boxes: Sequence[Quad], min_iou: float) -> Optional[str]:
-    """None when a teacher's annotation is kept, else the reason it is dropped (DROP_REASONS).
-    `boxes`: the scan's boxes in original pixels."""
-    if scan is None or zoom is None:
-        return "unparseable"
-    if not boxes:
-        return "no_boxes"
-    if scan.verdict != label or zoom.verdict != label:
-        return "verdict_disagrees"
-    if label == GENERATED and true_boxes:
-        # every true region is met by some box the teacher drew
-        for t in true_boxes:
-            tb = Box(*t[:4])
-            if max(iou(tb, Box(*b)) for b in boxes) < min_iou:
-                return "boxes_miss_truth"
-    return None
-

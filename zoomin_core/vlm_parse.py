@@ -86,6 +86,8 @@ def clean_boxes(raw: list[list[float]], width: float, height: float, notes: list
                 ) -> list[tuple[float, float, float, float]]:
     """Finite, corner-ordered, clamped to the frame, non-degenerate, without duplicates."""
     out: list[tuple[float, float, float, float]] = []
+    # a box under one pixel (or, in a 0..1 frame such as LLaVA's, a thousandth) has no area
+    least = 1.0 if max(width, height) > 10 else 1e-3
     for b in raw:
         if not all(math.isfinite(x) for x in b):
             notes.append("dropped a box with a non-finite coordinate")
@@ -97,7 +99,7 @@ def clean_boxes(raw: list[list[float]], width: float, height: float, notes: list
         c = (max(0.0, x1), max(0.0, y1), min(width, x2), min(height, y2))
         if c != (x1, y1, x2, y2):
             notes.append("clamped a box to the image")
-        if c[2] - c[0] < 1 or c[3] - c[1] < 1:
+        if c[2] - c[0] < least or c[3] - c[1] < least:
             notes.append("dropped a zero-area box")
             continue
         if c not in out:
