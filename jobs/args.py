@@ -415,6 +415,19 @@ def _add_evaluate(sub) -> None:
     _verbose(p)
 
 
+def _add_relabel(sub) -> None:
+    p = sub.add_parser("relabel", help="where a scan and your labels disagree: a list and a review page",
+                       description="Join RESULTS with LABELS and write, to the REVIEW folder, every image whose "
+                                   "verdict contradicts its label, most confident disagreements first: "
+                                   "disagreements.parquet (the scan's rows plus 'label' and 'confidence') and "
+                                   "review.html (boxes, crops and the rationale that make the model's case).")
+    p.add_argument("results", help="folder written by `zoomin scan --out`")
+    p.add_argument("--labels", required=True, help="labels, as `zoomin evaluate --labels` reads them")
+    p.add_argument("--out", required=True, help="review folder (created)")
+    _add_storage(p)
+    _verbose(p)
+
+
 def _add_annotate(sub) -> None:
     p = sub.add_parser("annotate", help="labelled images -> training examples for the two queries (Parquet)",
                        description="Write, for every labelled image, what each of the method's two queries should "
@@ -490,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail, including Ray's own messages")
     parser.add_argument("--version", action="version", version=f"zoomin {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_scan, _add_report, _add_evaluate, _add_synth, _add_train, _add_annotate, _add_finetune,
-                _add_submit):
+    for add in (_add_scan, _add_report, _add_evaluate, _add_relabel, _add_synth, _add_train, _add_annotate,
+                _add_finetune, _add_submit):
         add(sub)
     return parser

@@ -292,6 +292,18 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_relabel(a) -> int:
+    from .relabel import relabel
+    try:
+        summary = relabel(a.results, a.labels, a.out, _storage(a))
+    except ValueError as e:
+        return _fail("relabel", str(e))
+    print(f"zoomin relabel: {summary['disagreements']} of {summary['scanned']} scanned image(s) contradict their "
+          f"label ({summary['labelled_real_called_generated']} labelled real called generated, "
+          f"{summary['labelled_generated_called_real']} labelled generated called real) -> {a.out}/review.html")
+    return 0
+
+
 def cmd_annotate(a) -> int:
     import json
 
@@ -358,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     from .storage import explain, is_client_error
     command = {"scan": cmd_scan, "report": cmd_report, "synth": cmd_synth, "train": cmd_train,
                "evaluate": cmd_evaluate, "annotate": cmd_annotate, "finetune": cmd_finetune,
+               "relabel": cmd_relabel,
                "submit": cmd_submit}[a.command]
     try:
         return command(a)

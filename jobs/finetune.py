@@ -120,7 +120,10 @@ def _worker(c: dict) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     step = 0
-    ckpt = ray.train.get_checkpoint()
+    # this run's own latest checkpoint (Ray Train hands it back after a worker failure), else
+    # the one an earlier, killed run of the same command left
+    ckpt = ray.train.get_checkpoint() or (ray.train.Checkpoint.from_directory(c["resume"]) if c.get("resume")
+                                          else None)
     if ckpt:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / "trainable.pt", map_location=device)
@@ -169,8 +172,7 @@ def _worker(c: dict) -> None:
 
 
 def _latest(storage_path: str, name: str):
-    """The latest checkpoint an earlier run of this command left (None: start afresh)."""
-    from ray.train import Checkpoint
+    """The folder of the latest checkpoint an earlier run of this command left (None: start afresh)."""
     root = Path(storage_path) / name
     found = []
     for d in root.glob("checkpoint_*") if root.is_dir() else []:
@@ -178,7 +180,7 @@ def _latest(storage_path: str, name: str):
             found.append((json.loads((d / STATE).read_text())["step"], d))
         except (OSError, ValueError, KeyError):
             continue
-    return Checkpoint.from_directory(str(max(found)[1])) if found else None
+    return str(max(found)[1]) if found else None
 
 
 def finetune(cfg: FinetuneConfig, prompts: Optional[str] = None, address: Optional[str] = None) -> dict:
@@ -211,14 +213,14 @@ def finetune(cfg: FinetuneConfig, prompts: Optional[str] = None, address: Option
     state = asdict(cfg)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"cfg": state, "rows": rows, "n_queries": 2 * len(rows), "prompts": prompts},
+        train_loop_config={"cfg": state, "rows": rows, "n_queries": 2 * len(rows), "prompts": prompts,
+                           "resume": resume},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": 1, **({"GPU": cfg.gpus_per_worker}
                                                                          if cfg.gpus_per_worker else {})}),
         torch_config=TorchConfig(backend="nccl" if cfg.gpus_per_worker > 0 else "gloo"),
         run_config=RunConfig(name=name, storage_path=storage_path,
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        resume_from_checkpoint=resume)
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
     result = trainer.fit()
     if result.error:
         raise FinetuneError(f"training failed: {result.error}")

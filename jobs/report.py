@@ -190,16 +190,21 @@ def _header(rows: list[dict], ok: list[dict], bad: list[dict], shown: int, limit
     return out
 
 
-def write_report(results: str, out: str, limit: int = 500, storage: StorageConfig = StorageConfig()) -> int:
-    """Write the page of `results` to `out` (a local file); returns the number of rows read."""
+def write_report(results: str, out: str, limit: int = 500, storage: StorageConfig = StorageConfig(),
+                 order: Optional[list] = None, settings_from: Optional[str] = None) -> int:
+    """Write the page of `results` to `out` (a local file); returns the number of rows read.
+    `order`: uris in the order to show them (default: most suspicious first); `settings_from`:
+    the scan whose crop settings the rows were made with (default: `results` itself)."""
     parent = Path(out).parent
     if not parent.is_dir():  # said before any reading: a mistyped path is not worth minutes of thumbnails
         raise FileNotFoundError(f"{out}: folder {parent} does not exist")
     rows = read_results(results, storage=storage, require=True).to_pylist()
-    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-(r.get("score") or 0), r["uri"]))
+    rank = {u: i for i, u in enumerate(order or [])}
+    ok = sorted((r for r in rows if r["status"] == "ok"),
+                key=lambda r: (rank.get(r["uri"], len(rank)), -(r.get("score") or 0), r["uri"]))
     bad = sorted((r for r in rows if r["status"] != "ok"), key=lambda r: (r["status"], r["uri"]))
     shown = ok[:max(0, limit)]
-    settings = scan_settings(results, storage)
+    settings = scan_settings(settings_from or results, storage)
     where: dict = {}   # uri -> its rows' indices in the page's data
     for i, r in enumerate(shown):
         where.setdefault(r["uri"], []).append(i)

@@ -90,15 +90,15 @@ def test_annotate_finetune_scan_loop(ray_local, tmp_path, capsys):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_finetune_resumes_from_its_checkpoint(tmp_path):
-    labels = _labelled(tmp_path, 8)
+    labels = _labelled(tmp_path, 4)
     base = build_qwen(tmp_path / "base")
     ds = tmp_path / "dataset"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
     cli = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))"]
     subprocess.run(cli + ["annotate", str(labels), "--out", str(ds)], env=env, check=True, capture_output=True)
     ck = tmp_path / "ck"
-    args = ["finetune", str(ds), "--base", str(base), "--out", str(tmp_path / "tuned"), "--steps", "60",
-            "--lr", "1e-3", "--batch-size", "1", "--checkpoints", str(ck), "--checkpoint-every", "20"]
+    args = ["finetune", str(ds), "--base", str(base), "--out", str(tmp_path / "tuned"), "--steps", "30",
+            "--lr", "1e-3", "--batch-size", "1", "--checkpoints", str(ck), "--checkpoint-every", "10"]
     proc = subprocess.Popen(cli + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -114,7 +114,7 @@ def test_killed_finetune_resumes_from_its_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed at step" in done.stdout + done.stderr
     record = json.loads((tmp_path / "tuned" / "zoomin_finetune.json").read_text())
-    assert record["steps"] == 60 and record["mode"].startswith("lora")
+    assert record["steps"] == 30 and record["mode"].startswith("lora")
 
 
 def test_annotate_and_finetune_refuse_bad_input(tmp_path, capsys):

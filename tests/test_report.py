@@ -219,3 +219,35 @@ def test_a_large_image_gets_a_larger_rendition_for_the_enlarged_view(tmp_path):
 def test_enlarged_views_shrink_only_for_pages_of_many_rows():
     assert report.large_side(1) == report.large_side(500) == 1024
     assert 512 < report.large_side(1000) < 1024 and report.large_side(100_000) == 512
+
+
+@pytest.mark.ray
+def test_relabel_lists_disagreements_most_confident_first(ray_local, tmp_path, capsys):
+    """A labels file that contradicts some verdicts: those rows, in order of confidence, and a page."""
+    import pyarrow.parquet as pq
+
+    from jobs.cli import main as cli
+    from jobs.relabel import disagreements
+    from jobs.sources import SAMPLES_DIR
+    rows = [{"uri": f"/x/{n}.png", "status": "ok", "verdict": v, "score": s} for n, v, s in
+            (("a", "generated", 0.99), ("b", "generated", 0.61), ("c", "real", 0.02), ("d", "real", 0.40),
+             ("e", "generated", 0.97))]
+    labels = [{"uri": "/x/a.png", "label": "real"}, {"uri": "/x/b.png", "label": "real"},
+              {"uri": "/x/c.png", "label": "generated"}, {"uri": "/x/d.png", "label": "real"},
+              {"uri": "/elsewhere/e.png", "label": "generated"}]
+    found = disagreements(rows, labels)
+    assert [r["uri"] for r in found] == ["/x/a.png", "/x/c.png", "/x/b.png"]
+    assert found[0]["label"] == "real" and found[0]["confidence"] == pytest.approx(0.49)
+    # the command, on a real scan of the samples with labels that call every sample real
+    results = tmp_path / "res"
+    assert cli(["scan", "--out", str(results), "--no-progress"]) == 0
+    lab = tmp_path / "labels.jsonl"
+    lab.write_text("".join(json.dumps({"file": str(p), "label": "real"}) + "\n"
+                           for p in sorted(SAMPLES_DIR.iterdir()) if p.suffix == ".jpg"))
+    capsys.readouterr()
+    assert cli(["relabel", str(results), "--labels", str(lab), "--out", str(tmp_path / "review")]) == 0
+    said = capsys.readouterr().out
+    table = pq.read_table(tmp_path / "review" / "disagreements.parquet").to_pylist()
+    assert table and f"{len(table)} of 10 scanned" in said and all(r["verdict"] == "generated" for r in table)
+    page = (tmp_path / "review" / "review.html").read_text()
+    assert all(r["uri"].rsplit("/", 1)[-1] in page for r in table) and "Labelled real; the model says" in page
