@@ -24,6 +24,9 @@ DOC = """Find AI-generated images in large archives, and say where and why.
   zoomin evaluate RESULTS --labels L     metrics of a labelled scan
   zoomin synth --out DIR                 make a labelled set offline (real + generated images)
   zoomin train DIR/labels.jsonl --out W  train the compact detector's weights
+  zoomin relabel RESULTS --labels L --out REVIEW   where a scan contradicts your labels
+  zoomin annotate L --out DATASET        labelled images -> answers to the two queries
+  zoomin finetune DATASET --base CKPT --out DIR    fine-tune a vision-language model on them
   zoomin submit --address URL -- scan .. the same on a running Ray cluster, through its Jobs API
 
 Local:    zoomin scan ./photos --out ./results

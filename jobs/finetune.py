@@ -138,7 +138,7 @@ def _worker(c: dict) -> None:
                   f"({len(names)} trainable tensors)", flush=True)
     ddp = ray.train.torch.prepare_model(model)
     total = cfg.steps or max(1, math.ceil(cfg.epochs * c["n_queries"] / (world * cfg.batch_size)))
-    order = random.Random(cfg.seed + rank)
+    order = random.Random(f"{cfg.seed}-{rank}-{step}")   # a resumed run draws on, not the same queries again
     ddp.train()
     while step < total:
         opt.zero_grad()
