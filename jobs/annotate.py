@@ -46,7 +46,7 @@ def _chunk_name(index: int, labels: list[dict]) -> str:
 def _annotate_chunk(item: dict, out: str, storage: StorageConfig) -> dict:
     """One chunk: read, decode headers, write the chunk's Parquet file (skipped when there)."""
     from zoomin_core.annotate import scan_target, template, zoom_target
-    from zoomin_core.backends.vlm import load_prompts
+    from zoomin_core.backends.vlm import load_prompts, zoom_prompt
     from zoomin_core.decode import DecodeConfig, prepare
     from zoomin_core.records import STATUS_OK, ImageInput
 
@@ -76,10 +76,7 @@ def _annotate_chunk(item: dict, out: str, storage: StorageConfig) -> dict:
                      "boxes": [list(b) for b in ex.boxes], "explanation": ex.explanation, "rationale": ex.rationale,
                      "annotator": ex.annotator, "scan_prompt": prompts["scan"].format(frame=frame),
                      "scan_target": scan_target(ex, lambda b: b),
-                     "zoom_prompt": prompts["zoom"].format(
-                         n_crops=len(ex.boxes), initial_verdict=ex.label, explanation=ex.explanation,
-                         regions="; ".join(f"crop {i + 1}: x {int(b[0])}-{int(b[2])}, y {int(b[1])}-{int(b[3])} in "
-                                           "original pixels" for i, b in enumerate(ex.boxes))),
+                     "zoom_prompt": zoom_prompt(prompts, ex.boxes, ex.label, ex.explanation),
                      "zoom_target": zoom_target(ex)})
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     write_whole(fs, path, lambda f: pq.write_table(table, f))

@@ -81,18 +81,27 @@ def read_labels(path: str) -> list[dict]:
     return rows
 
 
-def join(results: list[dict], labels: list[dict]) -> tuple[list[Item], int]:
-    """Items for every label that has a result row; and how many labels had none."""
+def matched(results: list[dict], labels: list[dict]) -> list[tuple[dict, Optional[dict]]]:
+    """(label, its result row or None) per label: rows match by uri, or by file name when only
+    one row has that name (labels written on another machine, or before the data moved)."""
     by_uri = {r["uri"]: r for r in results}
     by_name: dict[str, list[dict]] = {}
     for r in results:
         by_name.setdefault(Path(r["uri"]).name, []).append(r)
-    items, missing = [], 0
+    out = []
     for lab in labels:
         row = by_uri.get(lab["uri"])
         if row is None:
             same = by_name.get(Path(lab["uri"]).name, [])
             row = same[0] if len(same) == 1 else None
+        out.append((lab, row))
+    return out
+
+
+def join(results: list[dict], labels: list[dict]) -> tuple[list[Item], int]:
+    """Items for every label that has a result row; and how many labels had none."""
+    items, missing = [], 0
+    for lab, row in matched(results, labels):
         if row is None:
             missing += 1
             continue

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .evaluate import EvaluateError, read_labels
+from .evaluate import EvaluateError, matched, read_labels
 from .sinks import read_results
 from .storage import StorageConfig
 
@@ -21,14 +21,8 @@ from .storage import StorageConfig
 def disagreements(results: list[dict], labels: list[dict]) -> list[dict]:
     """Rows whose verdict contradicts their label, with `label` and `confidence` (the score's
     distance from 0.5 towards the verdict, 0..0.5), most confident first."""
-    by_uri = {r["uri"]: r for r in results}
-    by_name: dict[str, list[dict]] = {}
-    for r in results:
-        by_name.setdefault(Path(r["uri"]).name, []).append(r)
     out = []
-    for lab in labels:
-        row = by_uri.get(lab["uri"]) or (by_name.get(Path(lab["uri"]).name, [None, None])[0]
-                                         if len(by_name.get(Path(lab["uri"]).name, [])) == 1 else None)
+    for lab, row in matched(results, labels):
         if row is None or row["status"] != "ok" or row["verdict"] == lab["label"]:
             continue
         out.append({**row, "label": lab["label"], "confidence": abs(float(row["score"]) - 0.5)})

@@ -61,6 +61,14 @@ def _crop_budget(pixels: np.ndarray, crop_pixels: int) -> np.ndarray:
     return np.asarray(im)
 
 
+def zoom_prompt(prompts: dict, boxes: Sequence[tuple], initial_verdict: str, explanation: str) -> str:
+    """Query 2's text: the crops' places (original pixels) and the first look's words."""
+    regions = "; ".join(f"crop {i + 1}: x {int(b[0])}-{int(b[2])}, y {int(b[1])}-{int(b[3])} in original pixels"
+                        for i, b in enumerate(boxes)) or "no region was flagged"
+    return prompts["zoom"].format(n_crops=len(boxes), regions=regions, initial_verdict=initial_verdict,
+                                  explanation=explanation or "-")
+
+
 class VLMBackend:
     name = "vlm"
 
@@ -183,10 +191,8 @@ class VLMBackend:
         """Query 2 as the model sees it: the whole image and the crops, and the first look's words."""
         images = [self._shape(view.pixels).image]
         images += [self._shape(_crop_budget(c.pixels, self.crop_pixels)).image for c in crops]
-        regions = "; ".join(f"crop {i + 1}: x {int(c.box.x1)}-{int(c.box.x2)}, y {int(c.box.y1)}-{int(c.box.y2)} "
-                            "in original pixels" for i, c in enumerate(crops)) or "no region was flagged"
-        prompt = self.prompts["zoom"].format(n_crops=len(crops), regions=regions, initial_verdict=initial_verdict,
-                                             explanation=explanation or "-")
+        prompt = zoom_prompt(self.prompts, [(c.box.x1, c.box.y1, c.box.x2, c.box.y2) for c in crops],
+                             initial_verdict, explanation)
         return prompt, images
 
     def chat_text(self, prompt: str, n_images: int, answer: Optional[str] = None) -> str:
