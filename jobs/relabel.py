@@ -4,7 +4,8 @@ For teams re-labelling a corpus: every scanned image whose label and verdict dif
 confident disagreements first (a 'real' label the model scores 0.99 generated before one it
 scores 0.61), with the boxes and rationale that make the model's case. REVIEW gets
 `disagreements.parquet` (the scan's rows plus `label` and `confidence`, in that order) and
-`review.html` (the report page of those rows, each rationale opened by what the label said).
+`review.html` (the report page of those rows, the first 500 in that order when there are more,
+sorted on the page by score; each rationale opened by what the label said).
 """
 from __future__ import annotations
 
