@@ -66,6 +66,14 @@ def share(text: str) -> float:
     return v
 
 
+def warmup_share(text: str) -> float:
+    v = _number(float)(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"is a share of the steps: give a number from 0 up to (not incl.) 1, "
+                                         f"e.g. 0.05; got {text}")
+    return v
+
+
 def score(text: str) -> float:
     v = _number(float)(text)
     if not 0 < v < 1:
@@ -462,6 +470,8 @@ def _add_finetune(sub) -> None:
     p.add_argument("--epochs", type=positive_float, default=3.0, help="passes over the examples (default 3)")
     p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (overrides --epochs)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 2e-4 LoRA, 2e-5 --full)")
+    p.add_argument("--warmup", type=warmup_share, default=0.05,
+                   help="share of the steps over which the rate rises to --lr before its cosine fall to 0 (default 0.05)")
     p.add_argument("--batch-size", type=positive_int, default=4,
                    help="queries per optimiser step per worker, accumulated (default 4)")
     p.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (data-parallel; default 1)")

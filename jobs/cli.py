@@ -323,7 +323,7 @@ def cmd_finetune(a) -> int:
     from .finetune import FinetuneConfig, FinetuneError, finetune
     from .models import ModelError
     cfg = FinetuneConfig(dataset=a.dataset, base=a.base, out=a.out, full=a.full, lora_rank=a.lora_rank,
-                         epochs=a.epochs, steps=a.steps, lr=a.lr, batch_size=a.batch_size, workers=a.workers,
+                         epochs=a.epochs, steps=a.steps, lr=a.lr, warmup=a.warmup, batch_size=a.batch_size, workers=a.workers,
                          gpus_per_worker=a.gpus_per_worker, checkpoint_every=a.checkpoint_every,
                          checkpoints=a.checkpoints, seed=a.seed, storage=_storage(a))
     try:

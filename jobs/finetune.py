@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,6 +44,7 @@ class FinetuneConfig:
     epochs: float = 3.0
     steps: Optional[int] = None       # optimiser steps; overrides --epochs
     lr: Optional[float] = None        # default: 2e-4 (LoRA) or 2e-5 (--full)
+    warmup: float = 0.05              # share of the steps over which the rate rises; then a cosine fall to 0
     batch_size: int = 4               # queries per optimiser step per worker (accumulated)
     workers: int = 1
     gpus_per_worker: float = 0.0
@@ -59,7 +61,7 @@ class FinetuneConfig:
     def run_name(self) -> str:
         """The same command names the same run: its checkpoints are found again."""
         key = json.dumps([self.dataset, self.base, self.out, self.full, self.lora_rank, self.epochs, self.steps,
-                          self.learning_rate, self.batch_size, self.workers, self.seed])
+                          self.learning_rate, self.warmup, self.batch_size, self.workers, self.seed])
         return "finetune-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -140,7 +142,10 @@ def _worker(c: dict) -> None:
     total = cfg.steps or max(1, math.ceil(cfg.epochs * c["n_queries"] / (world * cfg.batch_size)))
     order = random.Random(f"{cfg.seed}-{rank}-{step}")   # a resumed run draws on, not the same queries again
     ddp.train()
+    every, t0, first = max(1, total // 20), time.monotonic(), step   # progress: about 20 lines a run
     while step < total:
+        for group in opt.param_groups:
+            group["lr"] = rate(step, total, cfg.learning_rate, cfg.warmup)
         opt.zero_grad()
         loss_sum = 0.0
         for _ in range(cfg.batch_size):
@@ -154,7 +159,10 @@ def _worker(c: dict) -> None:
         opt.step()
         step += 1
         last = step == total
-        metrics = {"step": step, "loss": loss_sum, "of": total, "skipped": skipped}
+        metrics = {"step": step, "loss": loss_sum, "lr": opt.param_groups[0]["lr"], "of": total, "skipped": skipped}
+        if rank == 0 and (step % every == 0 or last):
+            print(f"zoomin finetune: step {step}/{total}  loss {loss_sum:.4f}  lr {metrics['lr']:.2e}  "
+                  f"{(step - first) / (time.monotonic() - t0):.2f} steps/s", flush=True)
         if step % cfg.checkpoint_every and not last:
             if step % 10 == 0:   # Ray Train logs every report: every 10 steps is enough to follow
                 ray.train.report(metrics)
@@ -169,6 +177,15 @@ def _worker(c: dict) -> None:
                     final = model.merge_and_unload() if not cfg.full else model
                     final.save_pretrained(Path(d) / "model", safe_serialization=True)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+
+
+def rate(step: int, total: int, peak: float, warmup: float) -> float:
+    """The learning rate of optimiser step `step` (0-based): a linear rise over the warm-up, then a cosine
+    fall to 0 at the last step. A function of the step alone, so a resumed run goes on where it was."""
+    warm = int(warmup * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
 def _latest(storage_path: str, name: str):
@@ -240,7 +257,7 @@ def finetune(cfg: FinetuneConfig, prompts: Optional[str] = None, address: Option
             (out / PROMPTS_IN_CHECKPOINT).write_text(json.dumps(prompt_doc, indent=1))
             record = {"base": cfg.base, "dataset": cfg.dataset, "examples": len(rows), "prompts": prompt_doc["version"],
                       "mode": "full" if cfg.full else f"lora r{cfg.lora_rank} (merged)",
-                      "steps": json.loads((Path(d) / STATE).read_text())["step"], "lr": cfg.learning_rate,
+                      "steps": json.loads((Path(d) / STATE).read_text())["step"], "lr": cfg.learning_rate, "warmup": cfg.warmup,
                       "batch_size": cfg.batch_size, "workers": cfg.workers, "loss": result.metrics.get("loss")}
             (out / RECORD).write_text(json.dumps(record, indent=1))
             _publish(out, cfg.out, cfg.storage)

@@ -48,11 +48,30 @@ def _scan_rates(out: Path, labels: Path) -> tuple[float, float]:
     return len(ok) / len(rows), len(right) / len(rows)
 
 
+CLI = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def _until_checkpoint(args: list, env: dict, ck: Path) -> None:
+    """Start `zoomin finetune` and SIGKILL it (driver, workers and its Ray) once it has checkpointed."""
+    proc = subprocess.Popen(CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not list(ck.glob("*/checkpoint_*/zoomin_state.json")) and time.time() < deadline:
+            time.sleep(1)
+        assert list(ck.glob("*/checkpoint_*/zoomin_state.json")), "no checkpoint within 240 s"
+        assert proc.poll() is None, "finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_annotate_finetune_scan_loop(ray_local, tmp_path, capsys):
+    """Annotate, fine-tune (killed after its first checkpoint; the same command resumes it), scan."""
     labels = _labelled(tmp_path)
-    base = build_qwen(tmp_path / "base")
+    base = build_qwen(tmp_path / "base", hidden=128)
     ds = tmp_path / "dataset"
     with_missing = tmp_path / "with_missing.jsonl"    # one label whose image is not there: a row, counted
     with_missing.write_text(labels.read_text() + json.dumps({"file": "img/gone.png", "label": "real"}) + "\n")
@@ -71,12 +90,17 @@ def test_annotate_finetune_scan_loop(ray_local, tmp_path, capsys):
     fmt, right = _scan_rates(tmp_path / "before", labels)
     assert fmt < 0.5 and right < 0.5
 
-    out = tmp_path / "tuned"
-    args = ["finetune", str(ds), "--base", str(base), "--out", str(out), "--full", "--steps", "300", "--lr", "1e-3",
-            "--batch-size", "2", "--workers", "2", "--checkpoints", str(tmp_path / "ck"), "--checkpoint-every", "100"]
-    assert main(args) == 0
+    out, ck = tmp_path / "tuned", tmp_path / "ck"
+    args = ["finetune", str(ds), "--base", str(base), "--out", str(out), "--full", "--steps", "240", "--lr", "1e-3",
+            "--batch-size", "2", "--workers", "2", "--checkpoints", str(ck), "--checkpoint-every", "60"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    _until_checkpoint(args, env, ck)
+    assert not out.exists()
+    done = subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed at step" in done.stdout + done.stderr
     record = json.loads((out / "zoomin_finetune.json").read_text())
-    assert record["steps"] == 300 and record["workers"] == 2 and record["mode"] == "full"
+    assert record["steps"] == 240 and record["workers"] == 2 and record["mode"] == "full"
     assert (out / "zoomin_prompts.json").exists() and (out / "tokenizer.json").exists()
 
     assert main(["scan", str(tmp_path / "img"), "--out", str(tmp_path / "after"), "--backend", "vlm",
@@ -89,32 +113,23 @@ def test_annotate_finetune_scan_loop(ray_local, tmp_path, capsys):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_killed_finetune_resumes_from_its_checkpoint(tmp_path):
+def test_lora_finetune_merges_into_a_checkpoint_the_vlm_backend_loads(ray_local, tmp_path):
+    """The default mode: LoRA adapters, merged at the end into a plain checkpoint."""
+    from zoomin_core.backends.vlm import VLMBackend
     labels = _labelled(tmp_path, 4)
     base = build_qwen(tmp_path / "base")
     ds = tmp_path / "dataset"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
-    cli = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))"]
-    subprocess.run(cli + ["annotate", str(labels), "--out", str(ds)], env=env, check=True, capture_output=True)
-    ck = tmp_path / "ck"
-    args = ["finetune", str(ds), "--base", str(base), "--out", str(tmp_path / "tuned"), "--steps", "30",
-            "--lr", "1e-3", "--batch-size", "1", "--checkpoints", str(ck), "--checkpoint-every", "10"]
-    proc = subprocess.Popen(cli + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while not list(ck.glob("*/checkpoint_*/zoomin_state.json")) and time.time() < deadline:
-            time.sleep(1)
-        assert list(ck.glob("*/checkpoint_*/zoomin_state.json")), "no checkpoint within 240 s"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (tmp_path / "tuned").exists()
-    done = subprocess.run(cli + args, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "resumed at step" in done.stdout + done.stderr
-    record = json.loads((tmp_path / "tuned" / "zoomin_finetune.json").read_text())
-    assert record["steps"] == 30 and record["mode"].startswith("lora")
+    assert main(["annotate", str(labels), "--out", str(ds)]) == 0
+    out = tmp_path / "tuned"
+    assert main(["finetune", str(ds), "--base", str(base), "--out", str(out), "--steps", "6", "--batch-size", "1",
+                 "--checkpoints", str(tmp_path / "ck")]) == 0
+    record = json.loads((out / "zoomin_finetune.json").read_text())
+    assert record["steps"] == 6 and record["mode"] == "lora r16 (merged)"
+    tuned = VLMBackend(str(out))
+    assert not any("lora" in n for n, _ in tuned.model.named_parameters())
+    base_w = dict(VLMBackend(str(base)).model.named_parameters())
+    assert any(not np.allclose(p.detach().numpy(), base_w[n].detach().numpy())
+               for n, p in tuned.model.named_parameters()), "the merged adapters changed no weight"
 
 
 def test_annotate_and_finetune_refuse_bad_input(tmp_path, capsys):

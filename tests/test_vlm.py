@@ -71,9 +71,25 @@ def test_scripted_answers_travel_the_whole_path(checkpoints):
     for t in (min(r.score for r in rows), max(r.score for r in rows) + 1e-6):
         backend.threshold = t
         again = run_chain(backend, inputs, cfg)
-        assert [r.score for r in again] == pytest.approx([r.score for r in rows], abs=1e-5)
+        # (the first look's scores are the same; the zoom's may move a little, as its prompt quotes the
+        # first verdict, which the threshold may have turned)
+        assert [r.initial_score for r in again] == pytest.approx([r.initial_score for r in rows], abs=1e-5)
         assert [r.verdict for r in again] == ["generated" if r.score >= t else "real" for r in again]
         assert all(r.threshold == t for r in again)
+
+
+def test_a_zoom_answer_that_cannot_be_read_keeps_its_text_and_the_first_look(checkpoints):
+    backend = load_backend("vlm", checkpoints["qwen2_5_vl"], device=DEVICE, max_new_tokens=64)   # no keep_raw
+    eos = backend.model.generation_config.eos_token_id
+    answers = {"scan": ["Odd texture top left. <boxes>[[28, 14, 84, 70]]</boxes> <verdict>generated</verdict>"],
+               "zoom": ["Crop 1 looks, well, hard to say"]}
+    backend.generate_hook = lambda query, n: {"logits_processor": LogitsProcessorList(
+        [Script(backend.tokenizer, answers[query][:n], eos)])}
+    (row,) = run_chain(backend, [ImageInput("a.jpg", jpeg_bytes(textured(224, 168, seed=1)))])
+    assert row.status == "unparseable" and row.error.startswith("zoom: no <verdict>") and row.verdict is None
+    assert json.loads(row.raw)["zoom"]["text"].startswith("Crop 1 looks, well, hard to say")
+    assert (row.initial_verdict, row.explanation) == ("generated", "Odd texture top left")
+    assert [(b.x1, b.y1, b.x2, b.y2) for b in row.boxes] == [(28, 14, 84, 70)] and row.score is None
 
 
 @pytest.mark.slow
@@ -84,6 +100,7 @@ def test_each_family_loads_and_random_weights_are_unparseable(checkpoints, famil
                                for i in range(3)])
     assert [r.status for r in rows] == ["unparseable"] * 3
     assert all("no <verdict>" in r.error and r.verdict is None for r in rows)
+    assert all(json.loads(r.raw)["scan"]["text"] is not None for r in rows)   # kept without keep_raw
     assert backend.model_id.startswith(f"vlm/{family}/")
 
 

@@ -29,6 +29,12 @@ CORPUS = [
     "Edges of the hand look natural; the lighting is consistent; the text is legible.",
     "Look closer at the face, the hair, the background and the boundary of the object.",
     "0123456789 , . ; : ( ) [ ] { } \" ' < > / = - _ + * real generated verdict boxes",
+    # everyday English, as any real tokenizer has whole words for: the texts a model is taught
+    # then take tens of tokens, not hundreds of bytes
+    "Synthesised texture and noise in the marked region does not match the rest of the picture.",
+    "Camera-like lighting, noise and edges throughout; natural sensor noise and consistent detail.",
+    "The close-up is smoother than a camera records it: nothing points to generation in the whole image.",
+    "crop x y in original pixels; first look; the region(s) worth a closer look; explanation; rationale",
 ]
 
 
@@ -48,16 +54,16 @@ def _tokenizer(folder: Path, specials: list[str], template: str, bos: str | None
     return fast
 
 
-def build_qwen(folder: Path, version: str = "2.5", seed: int = 0) -> Path:
-    """A Qwen2.5-VL (version "2.5") or Qwen2-VL ("2") checkpoint of ~0.2M parameters."""
+def build_qwen(folder: Path, version: str = "2.5", seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """A Qwen2.5-VL (version "2.5") or Qwen2-VL ("2") checkpoint of ~0.2M parameters (the defaults)."""
     import torch
     from transformers import Qwen2VLImageProcessor
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(folder, QWEN_SPECIALS, QWEN_TEMPLATE, None, "<|im_end|>", "<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=hidden // 16, num_key_value_heads=hidden // 32, max_position_embeddings=4096,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                 pad_token_id=ids["<|endoftext|>"])
@@ -65,7 +71,7 @@ def build_qwen(folder: Path, version: str = "2.5", seed: int = 0) -> Path:
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     if version == "2.5":
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration as M
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                       fullatt_block_indexes=[1])
         cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)

@@ -14,8 +14,9 @@ from typing import Optional
 from . import geometry
 from .annotate import Example, Quad, scan_target, zoom_target
 from .decode import decode_full, prepare
-from .records import STATUS_OK, Box, ImageInput
-from .stages import ExamineConfig
+from .records import STATUS_OK, ImageInput
+from .stages import ExamineConfig, scan_boxes
+from .vlm_parse import Unparseable
 
 IGNORE = -100   # label of the tokens not learned (the prompt, the images, padding)
 
@@ -49,10 +50,19 @@ def texts(backend, ex: Example, data: bytes, cfg: ExamineConfig = ExamineConfig(
         raise ExampleError(f"{ex.uri}: {p.status}: {p.error}")
     prompt, images, shaped = backend.scan_conversation(p.view)
     answer1 = scan_target(ex, _to_frame(shaped, p.view.scale_x, p.view.scale_y), fractional=shaped.frame_w <= 1)
+    # Query 2's prompt is built from answer 1 as a scan reads it back (the parser tidies the text,
+    # boxes return through the frame's rounding and are merged and clamped): the very prompt the
+    # model meets after a right first answer. Built from the Example's own values, it differed by a
+    # full stop and a pixel here and there, and a small model learnt a prompt it never met again.
+    try:
+        first = backend.read_scan(answer1, shaped, p.view)
+    except Unparseable as e:
+        raise ExampleError(f"{ex.uri}: its query-1 target does not parse: {e}") from None
+    boxes = scan_boxes(p, first, cfg)
     full = decode_full(data, cfg.decode)
-    crops = [geometry.crop(full, geometry.region_box(Box(*b), p.width, p.height, cfg.margin, cfg.min_crop_side))
-             for b in ex.boxes[: cfg.max_boxes]]
-    prompt2, images2 = backend.zoom_conversation(p.view, crops, ex.label, ex.explanation)
+    crops = [geometry.crop(full, geometry.region_box(b, p.width, p.height, cfg.margin, cfg.min_crop_side))
+             for b in boxes]
+    prompt2, images2 = backend.zoom_conversation(p.view, crops, first.initial_verdict, first.explanation)
     return [(prompt, images, answer1), (prompt2, images2, zoom_target(ex))]
 
 

@@ -42,7 +42,7 @@ RESULT_SCHEMA = pa.schema([
     pa.field("zoom_s", pa.float32()),
     pa.field("nbytes", pa.int64()),                      # size of the image's bytes (0 if unreadable)
     pa.field("prompt_version", pa.string()),             # prompt templates' version (vlm backends)
-    pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw)
+    pa.field("raw", pa.string()),                        # the model's own text as JSON (--keep-raw; always when unparseable)
     pa.field("prior", pa.float32()),                     # share of generated images the score assumes (compact)
     pa.field("threshold", pa.float32()),                 # verdict generated at this score or more
     pa.field("provenance", pa.list_(SIGNAL_TYPE)),       # marks in the file's metadata (provenance.py)

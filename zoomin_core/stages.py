@@ -81,7 +81,7 @@ def _guarded(fn: Callable[[list[T]], list[R]], items: list[T]) -> list[R | Excep
     return results
 
 
-def _scan_boxes(p: Prepared, scan: ScanResult, cfg: ExamineConfig) -> list[Box]:
+def scan_boxes(p: Prepared, scan: ScanResult, cfg: ExamineConfig) -> list[Box]:
     """Scan boxes (view pixels) -> clamped, merged boxes in original pixels, best first."""
     v = p.view
     boxes = [geometry.clamp(geometry.to_original(b, v.scale_x, v.scale_y), p.width, p.height)
@@ -148,11 +148,11 @@ def scan_stage(backend: Backend, prepared: Sequence[Prepared], cfg: ExamineConfi
         if isinstance(s, Exception):
             out[i] = _failed(p, "scan", s, model, prompts, cfg)
         elif not cfg.zoom:
-            boxes = _scan_boxes(p, s, cfg)
+            boxes = scan_boxes(p, s, cfg)
             out[i] = _row(p, s, boxes, Verdict(s.initial_verdict, s.initial_score, s.explanation),
                           model, cfg, scan_s, 0.0, prompts, prior, backend.name, threshold)
         else:
-            out[i] = Scanned(p, s, _scan_boxes(p, s, cfg), model, prompts, scan_s, prior=prior, threshold=threshold)
+            out[i] = Scanned(p, s, scan_boxes(p, s, cfg), model, prompts, scan_s, prior=prior, threshold=threshold)
     return out  # type: ignore[return-value]
 
 
@@ -186,8 +186,11 @@ def zoom_stage(backend: Backend, items: Sequence[Staged], cfg: ExamineConfig = E
     verdicts = _guarded(backend.zoom, [(it.prepared.view, it.crops, it.scan) for _, it in todo])
     zoom_s = (time.perf_counter() - t0) / max(1, len(todo))
     for (i, it), v in zip(todo, verdicts):
-        if isinstance(v, Exception):
-            rows[i] = _failed(it.prepared, "zoom", v, it.model, it.prompts, cfg)
+        if isinstance(v, Exception):   # the row keeps what the first look saw
+            rows[i] = replace(_failed(it.prepared, "zoom", v, it.model, it.prompts, cfg),
+                              initial_verdict=it.scan.initial_verdict, initial_score=float(it.scan.initial_score),
+                              boxes=tuple(geometry.to_int(b) for b in it.boxes), explanation=it.scan.explanation,
+                              scan_s=it.scan_s)
             continue
         boxes = it.boxes
         if len(v.region_scores) == len(it.boxes):  # report the zoom's judgement of each region

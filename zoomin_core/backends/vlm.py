@@ -212,22 +212,27 @@ class VLMBackend:
         results: list = []
         for s, v, (text, prob, truncated) in zip(shaped, views, self._generate("scan", convs)):
             try:
-                a = parse_answer(text, s.frame_w, s.frame_h, want_boxes=True, truncated=truncated)
+                results.append(self.read_scan(text, s, v, prob, truncated))
             except Unparseable as e:
-                raw = json.dumps({"scan": {"text": text}}) if self.keep_raw else ""
-                results.append(Unparseable(f"scan: {e.reason}", raw))
-                continue
-            w, h = v.size
-            boxes = []
-            for b in a.boxes[: self.max_boxes]:
-                x1, y1, x2, y2 = s.to_input(b)  # frame -> view pixels
-                x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
-                if x2 - x1 >= 1 and y2 - y1 >= 1:
-                    boxes.append(Box(x1, y1, x2, y2, 1.0))
-            score = prob if prob is not None else (1.0 if a.verdict == GENERATED else 0.0)
-            raw = json.dumps({"text": text, "notes": a.notes}) if self.keep_raw else ""
-            results.append(ScanResult(tuple(boxes), self._verdict(a.verdict, score), score, a.explanation, raw))
+                # an answer that could not be read keeps its text, --keep-raw or not: it is what to look at
+                results.append(Unparseable(f"scan: {e.reason}", json.dumps({"scan": {"text": text}})))
         return results
+
+    def read_scan(self, text: str, s: Shaped, view: View, prob: Optional[float] = None,
+                  truncated: bool = False) -> ScanResult:
+        """Query 1's answer -> the first look, boxes in view pixels (raises Unparseable). Fine-tuning
+        reads its targets back through here, so query 2 is taught with the prompt a scan will build."""
+        a = parse_answer(text, s.frame_w, s.frame_h, want_boxes=True, truncated=truncated)
+        w, h = view.size
+        boxes = []
+        for b in a.boxes[: self.max_boxes]:
+            x1, y1, x2, y2 = s.to_input(b)  # frame -> view pixels
+            x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
+            if x2 - x1 >= 1 and y2 - y1 >= 1:
+                boxes.append(Box(x1, y1, x2, y2, 1.0))
+        score = prob if prob is not None else (1.0 if a.verdict == GENERATED else 0.0)
+        raw = json.dumps({"text": text, "notes": a.notes}) if self.keep_raw else ""
+        return ScanResult(tuple(boxes), self._verdict(a.verdict, score), score, a.explanation, raw)
 
     def zoom(self, items: Sequence[tuple[View, Sequence[Crop], ScanResult]]) -> list:
         convs = [self.zoom_conversation(view, crops, scan.initial_verdict, scan.explanation)
@@ -237,8 +242,7 @@ class VLMBackend:
             try:
                 a = parse_answer(text, 1, 1, want_boxes=False, truncated=truncated)
             except Unparseable as e:
-                raw = json.dumps({"scan": json.loads(scan.raw) if scan.raw else None,
-                                  "zoom": {"text": text}}) if self.keep_raw else ""
+                raw = json.dumps({"scan": json.loads(scan.raw) if scan.raw else None, "zoom": {"text": text}})
                 results.append(Unparseable(f"zoom: {e.reason}", raw))
                 continue
             score = prob if prob is not None else (1.0 if a.verdict == GENERATED else 0.0)
