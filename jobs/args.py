@@ -74,6 +74,13 @@ def warmup_share(text: str) -> float:
     return v
 
 
+def iou_threshold(text: str) -> float:
+    v = _number(float)(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"is an IoU: give a number from 0 to 1, e.g. 0.5; got {text}")
+    return v
+
+
 def score(text: str) -> float:
     v = _number(float)(text)
     if not 0 < v < 1:
@@ -442,15 +449,28 @@ def _add_relabel(sub) -> None:
 def _add_annotate(sub) -> None:
     p = sub.add_parser("annotate", help="labelled images -> training examples for the two queries (Parquet)",
                        description="Write, for every labelled image, what each of the method's two queries should "
-                                   "answer (explanation, regions, verdict; the zoom's rationale) from its label and "
-                                   "true boxes, as Parquet, plus messages.jsonl (the chat-messages format TRL "
-                                   "reads) and summary.json. Run again after a kill, it finishes the rest.")
+                                   "answer (explanation, regions, verdict; the zoom's rationale), from its label and "
+                                   "true boxes or by a --teacher model told the label, as Parquet, plus "
+                                   "messages.jsonl (the chat-messages format TRL reads), summary.json and "
+                                   "review.html. Run again after a kill, it finishes the rest.")
     p.add_argument("labels", help="labels file, as `zoomin evaluate --labels` reads it (file or uri, label, "
                                   "optional boxes)")
     p.add_argument("--out", required=True, help="dataset folder or prefix (new, or this command's own)")
     p.add_argument("--chunk", type=positive_int, default=64, help="images per task and per part file (default 64)")
     p.add_argument("--teacher", default=None, metavar="CKPT",
-                   help="a vision-language checkpoint that writes the answers, told the label (not in this version)")
+                   help="a vision-language checkpoint (local or s3://) that writes the answers, told the label; "
+                        "annotations that do not hold up are dropped (default: templates from the labels)")
+    p.add_argument("--min-iou", type=iou_threshold, default=0.5,
+                   help="--teacher: the teacher's regions must meet known true boxes at this mean IoU (default 0.5)")
+    p.add_argument("--teacher-actors", type=positive_int, default=1,
+                   help="--teacher: Ray actors holding a copy of the teacher (default 1)")
+    p.add_argument("--gpus-per-actor", type=nonneg_float, default=0.0,
+                   help="--teacher: GPUs per teacher actor (default 0: CPU)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256,
+                   help="--teacher: longest answer the teacher may write, per query (default 256)")
+    p.add_argument("--review", type=nonneg_int, default=100, metavar="N",
+                   help="examples in review.html, the page to look through (default 100; 0: no page; "
+                        "local --out only)")
     p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
     _add_storage(p)
     _verbose(p, ray=True)

@@ -308,11 +308,17 @@ def cmd_annotate(a) -> int:
     import json
 
     from .annotate import AnnotateError, annotate
+    from .models import ModelError
     try:
-        summary = annotate(a.labels, a.out, _storage(a), chunk=a.chunk, teacher=a.teacher, address=a.address)
-    except AnnotateError as e:
+        summary = annotate(a.labels, a.out, _storage(a), chunk=a.chunk, teacher=a.teacher, address=a.address,
+                           min_iou=a.min_iou, teacher_actors=a.teacher_actors, gpus_per_actor=a.gpus_per_actor,
+                           max_new_tokens=a.max_new_tokens, review=a.review)
+    except (AnnotateError, ModelError) as e:
         return _fail("annotate", str(e))
-    print(f"zoomin annotate: {summary['examples']} example(s) of {summary['labels']} label(s) -> {a.out}")
+    dropped = sum(summary["dropped"].values())
+    print(f"zoomin annotate: {summary['examples']} example(s) of {summary['labels']} label(s)"
+          + (f", {dropped} dropped by the filters" if dropped else "") + f" -> {a.out}"
+          + (f"; a sample to look through: {summary['review']}" if summary.get("review") else ""))
     print(json.dumps(summary, indent=1))
     return 0 if summary["examples"] else 1
 

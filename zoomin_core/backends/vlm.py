@@ -125,7 +125,7 @@ class VLMBackend:
 
     # ---- generation ---------------------------------------------------------------------------
 
-    def _generate(self, query: str, convs: list[tuple[str, list[Image.Image]]]) -> list[tuple[str, Optional[float], bool]]:
+    def generate(self, query: str, convs: list[tuple[str, list[Image.Image]]]) -> list[tuple[str, Optional[float], bool]]:
         """(text, P(generated) at the verdict word or None, truncated) per conversation."""
         import torch
         out: list[tuple[str, Optional[float], bool]] = []
@@ -210,7 +210,7 @@ class VLMBackend:
             shaped.append(s)
             convs.append((prompt, images))
         results: list = []
-        for s, v, (text, prob, truncated) in zip(shaped, views, self._generate("scan", convs)):
+        for s, v, (text, prob, truncated) in zip(shaped, views, self.generate("scan", convs)):
             try:
                 results.append(self.read_scan(text, s, v, prob, truncated))
             except Unparseable as e:
@@ -238,7 +238,7 @@ class VLMBackend:
         convs = [self.zoom_conversation(view, crops, scan.initial_verdict, scan.explanation)
                  for view, crops, scan in items]
         results: list = []
-        for (text, prob, truncated), (_, crops, scan) in zip(self._generate("zoom", convs), items):
+        for (text, prob, truncated), (_, crops, scan) in zip(self.generate("zoom", convs), items):
             try:
                 a = parse_answer(text, 1, 1, want_boxes=False, truncated=truncated)
             except Unparseable as e:
