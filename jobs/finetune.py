@@ -159,10 +159,11 @@ def _worker(c: dict) -> None:
         opt.step()
         step += 1
         last = step == total
-        metrics = {"step": step, "loss": loss_sum, "lr": opt.param_groups[0]["lr"], "of": total, "skipped": skipped}
+        metrics = {"step": step, "loss": loss_sum, "lr": opt.param_groups[0]["lr"], "of": total, "skipped": skipped,
+                   "steps_per_s": (step - first) / (time.monotonic() - t0)}
         if rank == 0 and (step % every == 0 or last):
             print(f"zoomin finetune: step {step}/{total}  loss {loss_sum:.4f}  lr {metrics['lr']:.2e}  "
-                  f"{(step - first) / (time.monotonic() - t0):.2f} steps/s", flush=True)
+                  f"{metrics['steps_per_s']:.2f} steps/s", flush=True)
         if step % cfg.checkpoint_every and not last:
             if step % 10 == 0:   # Ray Train logs every report: every 10 steps is enough to follow
                 ray.train.report(metrics)
@@ -258,7 +259,8 @@ def finetune(cfg: FinetuneConfig, prompts: Optional[str] = None, address: Option
             record = {"base": cfg.base, "dataset": cfg.dataset, "examples": len(rows), "prompts": prompt_doc["version"],
                       "mode": "full" if cfg.full else f"lora r{cfg.lora_rank} (merged)",
                       "steps": json.loads((Path(d) / STATE).read_text())["step"], "lr": cfg.learning_rate, "warmup": cfg.warmup,
-                      "batch_size": cfg.batch_size, "workers": cfg.workers, "loss": result.metrics.get("loss")}
+                      "batch_size": cfg.batch_size, "workers": cfg.workers, "loss": result.metrics.get("loss"),
+                      "steps_per_s": result.metrics.get("steps_per_s")}
             (out / RECORD).write_text(json.dumps(record, indent=1))
             _publish(out, cfg.out, cfg.storage)
     return record
