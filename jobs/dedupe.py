@@ -105,9 +105,15 @@ class Client:
     def __init__(self, handle, enroll: bool = False):
         self.handle = handle
         self.who = f"{os.getpid()}-{id(self)}"
-        if handle is not None and enroll:
+        if handle is not None:
             import ray
-            handle.enroll.remote(ray.get_runtime_context().current_actor)
+            # Claims are made in the model actor's name, which Ray keeps when it restarts a dead
+            # actor: the batch retried there finds its own claims. Made in the process's name,
+            # they were another's, and the retried batch waited WAIT_S (30 s) for rows the dead
+            # process would never publish.
+            self.who = ray.get_runtime_context().get_actor_id() or self.who
+            if enroll:
+                handle.enroll.remote(ray.get_runtime_context().current_actor)
 
     def _call(self, method: str, *args):
         if self.handle is None:

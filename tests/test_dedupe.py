@@ -1,4 +1,4 @@
-"""The content registry's rules, without Ray (the actors' use of it is in test_faults.py)."""
+"""The content registry's rules (the actors' use of it in a scan is in test_faults.py)."""
 from __future__ import annotations
 
 from jobs.dedupe import ContentRegistry, split_batch
@@ -35,3 +35,34 @@ def test_split_batch_examines_one_per_image_and_points_the_rest_at_their_source(
     fresh, source = split_batch(ps, shared={"z": "row-z"}, pending={"w"})
     assert fresh == [0, 1, 5]                 # first x, first y, and every error row
     assert source == {2: ("batch", 0), 3: ("registry", "z"), 4: ("pending", "w"), 6: ("batch", 1)}
+
+
+def test_a_restarted_actor_finds_its_own_claims(ray_local):
+    """Ray restarts a dead model actor under the same actor id; the batch retried there must not
+    wait for the claims its dead process made (they would never be published)."""
+    import os
+
+    import pytest
+    import ray
+
+    from jobs.dedupe import Client, start
+
+    @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0)
+    class Actor:
+        def __init__(self, registry):
+            self.client = Client(registry)
+
+        def claim(self, ids):
+            rows, pending = self.client.claim(ids)
+            return rows, sorted(pending)
+
+        def die(self):
+            os._exit(1)
+
+    registry = start("restart-test")
+    a, b = Actor.remote(registry), Actor.remote(registry)
+    assert ray.get(a.claim.remote(["x", "y"])) == ({}, [])
+    assert ray.get(b.claim.remote(["y"])) == ({}, ["y"])        # another actor's claim: pending
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.die.remote())
+    assert ray.get(a.claim.remote(["x", "y"])) == ({}, [])      # restarted: its own claims

@@ -80,6 +80,8 @@ def test_annotate_finetune_scan_loop(ray_local, tmp_path, capsys):
     assert summary["examples"] == 32 and summary["failed"] == {"read_error": 1}
     messages = [json.loads(line) for line in (ds / "messages.jsonl").read_text().splitlines()]
     assert len(messages) == 64 and messages[1]["messages"][1]["content"][0]["text"].endswith("</verdict>")
+    page = (ds / "review.html").read_text()   # a sample to look through: every example here (< 100)
+    assert all(f"img{i:02d}.png" in page for i in range(32)) and "gone.png" in page
     # the same command again finishes nothing new: every chunk is there
     assert main(["annotate", str(with_missing), "--out", str(ds), "--chunk", "16"]) == 0
     assert json.loads((ds / "summary.json").read_text())["chunks_resumed"] == 3
