@@ -122,7 +122,7 @@ def annotate(labels_path: str, out: str, storage: StorageConfig = StorageConfig(
     import ray
 
     from .evaluate import EvaluateError, read_labels
-    from .models import checkpoint_digest, check_model
+    from .models import check_model_for, checkpoint_digest
     try:
         labels = read_labels(labels_path)
     except EvaluateError as e:
@@ -130,10 +130,14 @@ def annotate(labels_path: str, out: str, storage: StorageConfig = StorageConfig(
     labels = [{k: v for k, v in lab.items() if k in ("uri", "label", "boxes", "source")} for lab in labels]
     annotator = "template"
     if teacher:
-        check_model(teacher, storage, "vlm")   # one line before Ray, as a scan's --model
+        check_model_for("--teacher", teacher, storage)   # one line before Ray, as a scan's --model
         annotator = f"teacher:{checkpoint_digest(teacher, storage)}:{min_iou:g}:{max_new_tokens}"
     fs, root = filesystem(out, storage)
     fs.makedirs(root, exist_ok=True)
+    others = [p for p in fs.ls(root, detail=False) if not _own(p.rstrip("/").rsplit("/", 1)[-1])]
+    if others:
+        raise AnnotateError(f"--out {out}: a folder with other files in it ({others[0].rsplit('/', 1)[-1]}, ...); "
+                            "give a new folder (an earlier `zoomin annotate` dataset there is finished or checked)")
     items = [{"name": _chunk_name(i, labels[s:s + chunk], annotator), "labels": labels[s:s + chunk]}
              for i, s in enumerate(range(0, len(labels), chunk))]
     expected = {it["name"] for it in items}
@@ -166,8 +170,13 @@ def annotate(labels_path: str, out: str, storage: StorageConfig = StorageConfig(
     _write_text(fs, f"{root.rstrip('/')}/summary.json", json.dumps(summary, indent=1))
     if review and not is_remote(out):
         from .annotate_review import write_review
-        summary["review"] = write_review(rows, str(Path(root) / "review.html"), review, storage)
+        summary["review"] = write_review(rows, str(Path(root) / "review.html"), review, summary["annotator"], storage)
     return summary
+
+
+def _own(name: str) -> bool:
+    """A file `zoomin annotate` writes in its --out (a part file's temporary name included)."""
+    return name.startswith(("part-", "review.html")) or name in ("messages.jsonl", "summary.json")
 
 
 def read_dataset(dataset: str, storage: StorageConfig = StorageConfig()) -> list[dict]:

@@ -298,7 +298,8 @@ def cmd_relabel(a) -> int:
         summary = relabel(a.results, a.labels, a.out, _storage(a))
     except ValueError as e:
         return _fail("relabel", str(e))
-    print(f"zoomin relabel: {summary['disagreements']} of {summary['scanned']} scanned image(s) contradict their "
+    print(f"zoomin relabel: {summary['disagreements']} of {summary['judged']} labelled image(s) with a verdict "
+          f"({summary['scanned']} scanned) contradict their "
           f"label ({summary['labelled_real_called_generated']} labelled real called generated, "
           f"{summary['labelled_generated_called_real']} labelled generated called real) -> {a.out}/review.html")
     return 0
@@ -316,8 +317,10 @@ def cmd_annotate(a) -> int:
     except (AnnotateError, ModelError) as e:
         return _fail("annotate", str(e))
     dropped = sum(summary["dropped"].values())
+    failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items())
     print(f"zoomin annotate: {summary['examples']} example(s) of {summary['labels']} label(s)"
-          + (f", {dropped} dropped by the filters" if dropped else "") + f" -> {a.out}"
+          + (f", {dropped} dropped by the filters" if dropped else "")
+          + (f", failed: {failed}" if failed else "") + f" -> {a.out}"
           + (f"; a sample to look through: {summary['review']}" if summary.get("review") else ""))
     print(json.dumps(summary, indent=1))
     return 0 if summary["examples"] else 1

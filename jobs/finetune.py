@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -72,7 +73,10 @@ def _examples(dataset: str, storage: StorageConfig) -> list[dict]:
     except AnnotateError as e:
         raise FinetuneError(str(e)) from None
     if not rows:
-        raise FinetuneError(f"{dataset}: none of its examples is usable (every image failed in `zoomin annotate`)")
+        counts = Counter(r.get("status") for r in read_dataset(dataset, storage))
+        raise FinetuneError(f"{dataset}: none of its examples is usable ("
+                            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                            + "; `dropped` rows are the teacher's answers its filters refused: see summary.json)")
     return rows
 
 
@@ -124,8 +128,11 @@ def _worker(c: dict) -> None:
     step = 0
     # this run's own latest checkpoint (Ray Train hands it back after a worker failure), else
     # the one an earlier, killed run of the same command left
-    ckpt = ray.train.get_checkpoint() or (ray.train.Checkpoint.from_directory(c["resume"]) if c.get("resume")
-                                          else None)
+    # (Ray's own record can lag the folders: a Ctrl-C during the report of a checkpoint left it
+    # on disk, whole, but unregistered. The later of the two wins.)
+    ckpt = ray.train.get_checkpoint()
+    if c.get("resume") and _step_of(c["resume"]) > (_step_of(ckpt.path) if ckpt else -1):
+        ckpt = ray.train.Checkpoint.from_directory(c["resume"])
     if ckpt:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / "trainable.pt", map_location=device)
@@ -189,16 +196,23 @@ def rate(step: int, total: int, peak: float, warmup: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def _step_of(folder: str) -> int:
+    """The step of a whole checkpoint folder; -1 when it is not one (or not whole)."""
+    d = Path(folder)
+    try:
+        if not all((d / f).is_file() and (d / f).stat().st_size for f in ("trainable.pt", "optimizer.pt")):
+            return -1
+        return int(json.loads((d / STATE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
 def _latest(storage_path: str, name: str):
     """The folder of the latest checkpoint an earlier run of this command left (None: start afresh)."""
     root = Path(storage_path) / name
-    found = []
-    for d in root.glob("checkpoint_*") if root.is_dir() else []:
-        try:
-            found.append((json.loads((d / STATE).read_text())["step"], d))
-        except (OSError, ValueError, KeyError):
-            continue
-    return str(max(found)[1]) if found else None
+    found = [(_step_of(str(d)), str(d)) for d in (root.glob("checkpoint_*") if root.is_dir() else [])]
+    found = [f for f in found if f[0] >= 0]
+    return max(found)[1] if found else None
 
 
 def finetune(cfg: FinetuneConfig, prompts: Optional[str] = None, address: Optional[str] = None) -> dict:
@@ -208,9 +222,9 @@ def finetune(cfg: FinetuneConfig, prompts: Optional[str] = None, address: Option
 
     from zoomin_core.backends.vlm import PROMPTS_IN_CHECKPOINT, load_prompts
 
-    from .models import check_model
+    from .models import check_model_for
     rows = _examples(cfg.dataset, cfg.storage)
-    check_model(cfg.base, cfg.storage, "vlm")
+    check_model_for("--base", cfg.base, cfg.storage)
     prompt_doc = load_prompts(prompts)
     if not cfg.full:
         import importlib.util

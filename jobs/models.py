@@ -189,6 +189,16 @@ def _other_backend(model: str, backend: str) -> str:
     return ""
 
 
+def check_model_for(flag: str, model: str, storage: StorageConfig = StorageConfig(), backend: str = "vlm") -> dict:
+    """check_model for a command whose flag is not --model (annotate --teacher, finetune --base):
+    its refusals name that flag."""
+    try:
+        return check_model(model, storage, backend)
+    except ModelError as e:
+        msg = str(e)
+        raise ModelError(flag + msg[len("--model"):] if msg.startswith("--model ") else msg) from None
+
+
 def checkpoint_digest(model: str, storage: StorageConfig = StorageConfig()) -> str:
     """What stands for a checkpoint folder's content in the run record, cheaply: each file's name
     and size, the JSON files' text and the safetensors headers (local); names, sizes and ETags

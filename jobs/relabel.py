@@ -37,8 +37,12 @@ def relabel(results: str, labels_path: str, out: str, storage: StorageConfig = S
         labels = read_labels(labels_path)
     except EvaluateError as e:
         raise ValueError(str(e)) from None
-    found = disagreements(rows.to_pylist(), labels)
     folder = Path(out)
+    own = {"disagreements.parquet", "review.html", "rows"}
+    if folder.exists() and (not folder.is_dir() or any(not p.name.startswith(tuple(own)) for p in folder.iterdir())):
+        raise ValueError(f"--out {out}: a folder with other files in it; give a new folder (an earlier "
+                         "`zoomin relabel` output is replaced)")
+    found = disagreements(rows.to_pylist(), labels)
     folder.mkdir(parents=True, exist_ok=True)
     schema = rows.schema.append(pa.field("label", pa.string())).append(pa.field("confidence", pa.float64()))
     pq.write_table(pa.Table.from_pylist(found, schema=schema), folder / "disagreements.parquet")
@@ -52,6 +56,7 @@ def relabel(results: str, labels_path: str, out: str, storage: StorageConfig = S
     pq.write_table(pa.Table.from_pylist(page_rows, schema=rows.schema), pages / "part-0.parquet")
     write_report(str(pages), str(folder / "review.html"), storage=storage, order=[r["uri"] for r in found],
                  settings_from=results)
-    return {"labels": len(labels), "scanned": rows.num_rows, "disagreements": len(found),
+    judged = sum(1 for lab, row in matched(rows.to_pylist(), labels) if row is not None and row["status"] == "ok")
+    return {"labels": len(labels), "scanned": rows.num_rows, "judged": judged, "disagreements": len(found),
             "labelled_real_called_generated": sum(r["label"] == "real" for r in found),
             "labelled_generated_called_real": sum(r["label"] == "generated" for r in found)}

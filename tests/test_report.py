@@ -248,6 +248,13 @@ def test_relabel_lists_disagreements_most_confident_first(ray_local, tmp_path, c
     assert cli(["relabel", str(results), "--labels", str(lab), "--out", str(tmp_path / "review")]) == 0
     said = capsys.readouterr().out
     table = pq.read_table(tmp_path / "review" / "disagreements.parquet").to_pylist()
-    assert table and f"{len(table)} of 10 scanned" in said and all(r["verdict"] == "generated" for r in table)
+    from jobs.sinks import read_results
+    n = sum(1 for r in read_results(results).to_pylist() if r["uri"].endswith(".jpg") and r["status"] == "ok")
+    assert table and f"{len(table)} of {n} labelled image(s) with a verdict (10 scanned)" in said
+    assert all(r["verdict"] == "generated" for r in table)
     page = (tmp_path / "review" / "review.html").read_text()
     assert all(r["uri"].rsplit("/", 1)[-1] in page for r in table) and "Labelled real; the model says" in page
+    # its own output is replaced; a folder of other files is refused
+    assert cli(["relabel", str(results), "--labels", str(lab), "--out", str(tmp_path / "review")]) == 0
+    assert cli(["relabel", str(results), "--labels", str(lab), "--out", str(SAMPLES_DIR)]) == 2
+    assert "a folder with other files in it" in capsys.readouterr().err

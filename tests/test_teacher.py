@@ -86,4 +86,10 @@ def test_annotate_with_a_teacher_through_ray(ray_local, tmp_path, capsys):
     assert "another annotator" in capsys.readouterr().err
     # a teacher that is not a checkpoint: one line, before Ray
     assert main(["annotate", str(labels), "--out", str(tmp_path / "ds2"), "--teacher", str(tmp_path / "nope")]) == 2
-    assert "nope" in capsys.readouterr().err
+    assert "--teacher " + str(tmp_path / "nope") + ": no such file" in capsys.readouterr().err
+    # nor into a folder of other files
+    assert main(["annotate", str(labels), "--out", str(tmp_path / "img")]) == 2
+    assert "a folder with other files in it" in capsys.readouterr().err
+    # a dataset the teacher kept nothing of: finetune says why
+    assert main(["finetune", str(ds), "--base", str(teacher), "--out", str(tmp_path / "tuned")]) == 2
+    assert "dropped 5" in capsys.readouterr().err

@@ -65,8 +65,10 @@ def zoom_prompt(prompts: dict, boxes: Sequence[tuple], initial_verdict: str, exp
     """Query 2's text: the crops' places (original pixels) and the first look's words."""
     regions = "; ".join(f"crop {i + 1}: x {int(b[0])}-{int(b[2])}, y {int(b[1])}-{int(b[3])} in original pixels"
                         for i, b in enumerate(boxes)) or "no region was flagged"
+    # (the template ends the quote with its own full stop; a scan's explanation comes tidied without
+    # one, an annotation's may have it)
     return prompts["zoom"].format(n_crops=len(boxes), regions=regions, initial_verdict=initial_verdict,
-                                  explanation=explanation or "-")
+                                  explanation=(explanation or "").rstrip(" .,;:") or "-")
 
 
 class VLMBackend:
