@@ -134,17 +134,18 @@ def annotate(labels_path: str, out: str, storage: StorageConfig = StorageConfig(
         annotator = f"teacher:{checkpoint_digest(teacher, storage)}:{min_iou:g}:{max_new_tokens}"
     fs, root = filesystem(out, storage)
     fs.makedirs(root, exist_ok=True)
-    others = [p for p in fs.ls(root, detail=False) if not _own(p.rstrip("/").rsplit("/", 1)[-1])]
+    present = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+    others = [n for n in present if not _own(n)]
     if others:
-        raise AnnotateError(f"--out {out}: a folder with other files in it ({others[0].rsplit('/', 1)[-1]}, ...); "
+        raise AnnotateError(f"--out {out}: a folder with other files in it ({others[0]}, ...); "
                             "give a new folder (an earlier `zoomin annotate` dataset there is finished or checked)")
     items = [{"name": _chunk_name(i, labels[s:s + chunk], annotator), "labels": labels[s:s + chunk]}
              for i, s in enumerate(range(0, len(labels), chunk))]
     expected = {it["name"] for it in items}
-    stale = [p for p in fs.ls(root, detail=False) if p.endswith(".parquet") and p.rsplit("/", 1)[-1] not in expected]
+    stale = [n for n in present if n.endswith(".parquet") and n not in expected]
     if stale:
         raise AnnotateError(f"{out} holds part files of other labels or another annotator "
-                            f"({stale[0].rsplit('/', 1)[-1]}, ...): give a new or empty folder")
+                            f"({stale[0]}, ...): give a new or empty folder")
     if not ray.is_initialized():
         ray.init(address=address or "local", include_dashboard=False)
     if not logging.getLogger().isEnabledFor(logging.INFO):   # Ray Data's plan and progress lines: --verbose

@@ -36,7 +36,7 @@ Cluster:  zoomin scan /mnt/archive --out /mnt/results --address auto
 
 # -- value checks: a bad number is refused by the parser, before Ray starts -------------------
 
-def _number(kind, low=None, high=None, low_open=False, what=""):
+def _number(kind, low=None, high=None, low_open=False, what="", high_open=False):
     def parse(text: str):
         try:
             v = kind(text)
@@ -46,8 +46,9 @@ def _number(kind, low=None, high=None, low_open=False, what=""):
         if low is not None and (v <= low if low_open else v < low):
             raise argparse.ArgumentTypeError(f"must be {'more than' if low_open else 'at least'} {low}{what}, "
                                              f"got {text}")
-        if high is not None and v > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high}{what}, got {text}")
+        if high is not None and (v >= high if high_open else v > high):
+            raise argparse.ArgumentTypeError(f"must be {'less than' if high_open else 'at most'} {high}{what}, "
+                                             f"got {text}")
         return v
     parse.__name__ = kind.__name__   # argparse names the type in some messages
     return parse
@@ -66,19 +67,8 @@ def share(text: str) -> float:
     return v
 
 
-def warmup_share(text: str) -> float:
-    v = _number(float)(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"is a share of the steps: give a number from 0 up to (not incl.) 1, "
-                                         f"e.g. 0.05; got {text}")
-    return v
-
-
-def iou_threshold(text: str) -> float:
-    v = _number(float)(text)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"is an IoU: give a number from 0 to 1, e.g. 0.5; got {text}")
-    return v
+warmup_share = _number(float, 0, 1, high_open=True, what=" (a share of the steps)")
+iou_threshold = _number(float, 0, 1, what=" (an IoU)")
 
 
 def score(text: str) -> float:

@@ -69,11 +69,12 @@ class FinetuneConfig:
 def _examples(dataset: str, storage: StorageConfig) -> list[dict]:
     from .annotate import AnnotateError, read_dataset
     try:
-        rows = [r for r in read_dataset(dataset, storage) if r.get("status") == "ok"]
+        every = read_dataset(dataset, storage)
     except AnnotateError as e:
         raise FinetuneError(str(e)) from None
+    rows = [r for r in every if r.get("status") == "ok"]
     if not rows:
-        counts = Counter(r.get("status") for r in read_dataset(dataset, storage))
+        counts = Counter(r.get("status") for r in every)
         raise FinetuneError(f"{dataset}: none of its examples is usable ("
                             + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                             + "; `dropped` rows are the teacher's answers its filters refused: see summary.json)")

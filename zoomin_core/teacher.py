@@ -63,11 +63,12 @@ def teach(backend, items: Sequence[tuple[Prepared, bytes, dict]], min_iou: float
         boxes = scan_boxes(p, first, cfg)
         quads = [(b.x1, b.y1, b.x2, b.y2) for b in boxes]
         true = [tuple(map(float, b[:4])) for b in lab.get("boxes") or []]
+        met = match(true, quads)
         if lab["label"] == GENERATED and not boxes:
             out[i] = Dropped(p.uri, "no_boxes", "dropped: query 1 named no valid region of a generated image")
-        elif lab["label"] == GENERATED and true and match(true, quads) < min_iou:
+        elif lab["label"] == GENERATED and true and met < min_iou:
             out[i] = Dropped(p.uri, "boxes_miss", f"dropped: query 1's regions meet the true ones at IoU "
-                             f"{match(true, quads):.2f} (< {min_iou:g})")
+                             f"{met:.2f} (< {min_iou:g})")
         elif first.initial_verdict != lab["label"]:
             out[i] = Dropped(p.uri, "disagrees", f"dropped: query 1 says {first.initial_verdict}, the label "
                              f"{lab['label']}")
