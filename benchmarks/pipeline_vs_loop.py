@@ -1,28 +1,46 @@
-"""Throughput of the Ray pipeline versus a plain single-process loop, same model, same images.
+"""Throughput of `zoomin scan` (Ray) against a plain single-process loop, same model, same images.
 
-    python benchmarks/pipeline_vs_loop.py [--n 48] [--side 1536] [--backend compact]
+    python benchmarks/pipeline_vs_loop.py [--n 480] [--side 384] [--repeat 3] [--plans default,one-actor]
+                                          [--backend compact] [--json FILE]
 
-Prints images/s for: the plain loop (`zoomin_core.stages.run_chain`, one process, torch's
-default threads and with 1 thread), and the full `zoomin scan` pipeline on a local Ray cluster
-with 1 and with 2 model actors; then the ratios. For the pipeline: the whole run (actor start-up,
-model load and Parquet write included, `ray.init` not), and the marginal rate - the cost of the
-second half of the images, from a run over half of them and one over all of them - which is what
-a long nightly job sees.
+The images are JPEGs cut from packaged real photos (benchmarks/common.py). Each repeat runs, one
+after the other so that the machine's drift hits all alike: the plain loop
+(`zoomin_core.stages.run_chain`, one process, batches of 8, torch with all cores' threads and
+with one thread), then `zoomin scan IMAGES --out OUT` as a user runs it (a new process that
+imports, starts its local Ray cluster, plans, scans and writes) under each plan:
+
+  default     the job's own plan for this machine
+  one-actor   --actors 1 (one model actor with all the CPUs the decode tasks leave)
+  two-actors  --actors 2
+
+From the job's output the script reads when each Parquet file was committed and how many rows
+it holds. The steady rate is the rows committed after the first tenth over the time since: what
+a long nightly job sees. Start-up is the time the job would have needed before its first row,
+had it run at that rate from the start (command start to that point: imports, Ray's start,
+planning, actor start and model load). Medians over the repeats are printed side by side with
+their ratio to the loop with all threads.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_jpegs  # noqa: E402
 
+PLANS = {"default": [], "one-actor": ["--actors", "1"], "two-actors": ["--actors", "2"]}
 
-def loop(paths: list[Path], backend_name: str, threads: int, batch: int) -> float:
+
+def loop(paths: list[Path], backend_name: str, threads: int, batch: int = 8) -> float:
     import torch
 
     from zoomin_core import ImageInput, load_backend, run_chain
@@ -36,63 +54,85 @@ def loop(paths: list[Path], backend_name: str, threads: int, batch: int) -> floa
     return len(paths) / (time.perf_counter() - t0)
 
 
-def pipeline(src: Path, out: Path, backend_name: str, actors: int, actor_cpus: float | None) -> float:
-    """Seconds for one whole `zoomin scan` run."""
-    from jobs.pipeline import JobConfig
-    from jobs.scan import RayConfig, run_scan
-    t0 = time.perf_counter()
-    s = run_scan(str(src), str(out), JobConfig(backend=backend_name),
-                 RayConfig(actors=actors, actor_cpus=actor_cpus, progress=False), overwrite=True)
-    assert s.complete and s.by_status.get("ok") == s.inputs, s.text()
-    return time.perf_counter() - t0
+def commits(out: Path) -> list[tuple[float, int]]:
+    """(commit time, cumulative rows) per result file of a local --out, in commit order."""
+    import pyarrow.parquet as pq
+    files = sorted((f.stat().st_mtime, pq.read_metadata(f).num_rows) for f in out.glob("*.parquet"))
+    total, points = 0, []
+    for t, rows in files:
+        total += rows
+        points.append((t, total))
+    return points
+
+
+def steady_and_startup(points: list[tuple[float, int]], t_start: float) -> tuple[float, float]:
+    """(rows/s after the first tenth of the rows, seconds of fixed start-up)."""
+    n = points[-1][1]
+    k = next(i for i, (_, rows) in enumerate(points) if rows >= n / 10)
+    t_k, rows_k = points[k]
+    if points[-1][0] - t_k <= 0:
+        raise SystemExit("too few result files to time the steady rate: use more images (--n)")
+    rate = (n - rows_k) / (points[-1][0] - t_k)
+    return rate, t_k - rows_k / rate - t_start
+
+
+def scan_cli(src: Path, out: Path, backend: str, flags: list[str]) -> dict:
+    """One `zoomin scan` as a user runs it, in its own process; its rates from the commit times."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    cmd = [sys.executable, "-m", "jobs.cli", "scan", str(src), "--out", str(out), "--overwrite",
+           "--backend", backend, "--no-progress", *flags]
+    t0 = time.time()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+    plan = next((ln.split("; ", 1)[-1] for ln in done.stdout.splitlines() if ln.startswith("zoomin: scanning")), "?")
+    points = commits(out)
+    rate, startup = steady_and_startup(points, t0)
+    return {"steady": rate, "startup_s": startup, "whole": points[-1][1] / wall, "plan": plan}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=48, help="number of images")
-    ap.add_argument("--side", type=int, default=1536, help="long side of each JPEG")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=480, help="number of images (default 480)")
+    ap.add_argument("--side", type=int, default=384, help="long side of each JPEG (default 384)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of loop and plans, medians printed (default 3)")
+    ap.add_argument("--plans", default="default,one-actor", help=f"plans to run, of {','.join(PLANS)}")
     ap.add_argument("--backend", default="compact")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     a = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    plans = a.plans.split(",")
+    if any(p not in PLANS for p in plans):
+        sys.exit(f"unknown plan in {a.plans} (known: {', '.join(PLANS)})")
     cpus = os.cpu_count() or 1
-    import ray
-    from ray.data import DataContext
+    runs: dict[str, list] = {f"loop, {cpus} threads": [], "loop, 1 thread": [], **{p: [] for p in plans}}
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "images"
         paths = large_jpegs(src, a.n, a.side)
-        loop(paths[:4], a.backend, cpus, 8)  # warm-up: imports, allocator
-        results = {
-            f"loop, 1 process, {cpus} threads": loop(paths, a.backend, cpus, 8),
-            "loop, 1 process, 1 thread": loop(paths, a.backend, 1, 8),
-        }
-        half = Path(d) / "half"
-        half.mkdir()
-        for p in paths[: a.n // 2]:
-            (half / p.name).write_bytes(p.read_bytes())
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        DataContext.get_current().enable_progress_bars = False
-        fixed = {}
-        # One actor: the job's default plan (on 2 CPUs: 1.5 CPUs, 2 torch threads). Two actors
-        # on two cores must leave room for the decode tasks: 0.75 CPU (1 thread) each.
-        for actors, actor_cpus in ((1, None), (2, 0.75 if cpus <= 2 else 1.0)):
-            pipeline(half, Path(d) / "warm", a.backend, actors, actor_cpus)  # first start pays imports
-            t_half = pipeline(half, Path(d) / "out", a.backend, actors, actor_cpus)
-            t_full = pipeline(src, Path(d) / "out", a.backend, actors, actor_cpus)
-            name = f"ray pipeline, {actors} actor(s)"
-            results[name + ", whole run"] = a.n / t_full
-            # The second half of the images cost t_full - t_half: throughput without the fixed
-            # start-up (actor launch, model load, write commit), which a long job pays once.
-            results[name + ", marginal"] = (a.n - a.n // 2) / (t_full - t_half)
-            fixed[name] = t_half - (a.n // 2) / results[name + ", marginal"]
-        ray.shutdown()
-    print(f"{a.n} JPEGs, long side {a.side} px, backend {a.backend}, {cpus} CPUs:")
-    for k, v in results.items():
-        print(f"  {k:48s} {v:7.2f} images/s")
-    base = results[f"loop, 1 process, {cpus} threads"]
-    for k in [k for k in results if k.startswith("ray")]:
-        print(f"  ratio {k} / loop: {results[k] / base:.2f}")
-    for k, v in fixed.items():
-        print(f"  fixed start-up cost of {k}: {v:.1f} s")
+        loop(paths[:16], a.backend, cpus)   # warm-up: imports, allocator
+        for r in range(a.repeat):
+            runs[f"loop, {cpus} threads"].append({"whole": loop(paths, a.backend, cpus)})
+            runs["loop, 1 thread"].append({"whole": loop(paths, a.backend, 1)})
+            for p in plans:
+                runs[p].append(scan_cli(src, Path(d) / f"out-{p}", a.backend, PLANS[p]))
+            print(f"round {r + 1}/{a.repeat}: " + ", ".join(
+                f"{k} {v[-1].get('steady', v[-1]['whole']):.1f}/s" for k, v in runs.items()), flush=True)
+    base = statistics.median(x["whole"] for x in runs[f"loop, {cpus} threads"])
+    figures: dict = {"n": a.n, "side": a.side, "cpus": cpus, "backend": a.backend, "repeat": a.repeat}
+    print(f"\n{a.n} JPEGs of real photos, long side {a.side} px, backend {a.backend}, {cpus} CPUs, "
+          f"medians of {a.repeat}:")
+    print(f"  {'':22s} {'steady img/s':>13s} {'vs loop':>8s} {'whole run':>10s} {'vs loop':>8s} {'start-up':>9s}")
+    for k, v in runs.items():
+        med = {m: statistics.median(x[m] for x in v) for m in v[0] if m != "plan"}
+        figures[k] = {**med, "plan": v[0].get("plan")}
+        if "steady" in med:
+            print(f"  {k:22s} {med['steady']:13.1f} {med['steady'] / base:7.2f}x {med['whole']:10.1f} "
+                  f"{med['whole'] / base:7.2f}x {med['startup_s']:8.1f}s   ({v[0]['plan']})")
+        else:
+            print(f"  {k:22s} {med['whole']:13.1f} {med['whole'] / base:7.2f}x")
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,20 @@ def score(text: str) -> float:
     return v
 
 
+def duration(text: str) -> float:
+    """Seconds from 8h, 90m, 45s, 1h30m or a plain number of seconds."""
+    import re
+    t = text.strip().lower()
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", t)
+    if not t or not m or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"takes a duration such as 8h, 90m, 1h30m or 3600 (seconds); got {text!r}")
+    h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    v = h * 3600 + mi * 60 + sec
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
+    return v
+
+
 def label_list(text: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     if not names:
@@ -194,8 +208,9 @@ def _add_scan(sub) -> None:
     p.add_argument("src", nargs="?", default=None,
                    help="folder or prefix (recursive), glob pattern (quote it) or one object; "
                         "default: the bundled samples")
-    p.add_argument("--out", required=True,
-                   help="output folder or prefix for the Parquet results (must be new or empty)")
+    p.add_argument("--out", default=None,
+                   help="output folder or prefix for the Parquet results (must be new or empty); required "
+                        "unless --estimate")
     p.add_argument("--manifest", default=None, metavar="FILE",
                    help="scan the objects listed in FILE instead of SRC: text (one URI per line), CSV/TSV or "
                         "Parquet with a 'uri' column; other columns are carried into the output's 'extra'")
@@ -206,6 +221,16 @@ def _add_scan(sub) -> None:
                    help="column of Parquet shards that holds the image bytes (default 'image'; a "
                         "{'bytes': ...} struct as written by Hugging Face datasets also works)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    p.add_argument("--estimate", action="store_true",
+                   help="write nothing: time the job on a sample of SRC on this cluster (same plan), then print "
+                        "images/s, the start-up, the time for the whole source and, with --deadline, the nodes "
+                        "it needs; with --cascade each tier's cost")
+    p.add_argument("--estimate-sample", type=positive_int, default=None, metavar="N",
+                   help="with --estimate: objects (or shards) to time, spread over the listing (default: 256, "
+                        "or 32 per model actor on larger clusters)")
+    p.add_argument("--deadline", type=duration, default=None, metavar="DURATION",
+                   help="with --estimate: how long the whole scan may take, e.g. 8h or 1h30m; the estimate "
+                        "prints how many nodes like this cluster's it needs")
     p.add_argument("--incremental", action="store_true",
                    help="--out holds a complete run of this job: scan only the images not in it yet (new keys), "
                         "append their rows, leave the earlier rows untouched; the settings must be the same")
@@ -301,7 +326,8 @@ def _add_scan(sub) -> None:
                    help="model actors (copies of the model); default: sized from the cluster's CPUs/GPUs")
     r.add_argument("--actor-cpus", type=positive_float, default=None,
                    help="CPUs per model actor, also its torch thread count (default: 1 on machines of 4 CPUs or "
-                        "more; on smaller ones all the CPUs the decode tasks leave)")
+                        "more; on smaller ones the CPUs the decode tasks leave, shared by one actor per core, "
+                        "or by --actors)")
     r.add_argument("--gpus-per-actor", type=nonneg_float, default=0.0,
                    help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
     r.add_argument("--batch-size", type=positive_int, default=None,

@@ -129,6 +129,13 @@ def cmd_scan(a) -> int:
 
     if a.src and a.manifest:
         return _fail("scan", "give SRC or --manifest, not both")
+    if not a.out and not a.estimate:
+        return _fail("scan", "give --out DST, the folder or prefix for the results (or --estimate to time the "
+                             "job on a sample of SRC without writing anything)")
+    if (a.deadline or a.estimate_sample) and not a.estimate:
+        return _fail("scan", "--deadline and --estimate-sample go with --estimate")
+    if a.estimate and (a.overwrite or a.incremental or a.rescan):
+        return _fail("scan", "--estimate writes nothing: leave out --overwrite, --incremental and --rescan")
     if sum((a.overwrite, a.incremental, a.rescan)) > 1:
         return _fail("scan", "--overwrite, --incremental and --rescan exclude each other: give one")
     try:
@@ -186,6 +193,10 @@ def cmd_scan(a) -> int:
             from zoomin_core.compact_model import DEFAULT_WEIGHTS, CompactModel
             calibration_share(CompactModel.load(weights or DEFAULT_WEIGHTS))
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
+        if a.estimate:
+            from .estimate import run_estimate
+            print(run_estimate(src, cfg, rc, a.manifest, a.estimate_sample, a.deadline).text())
+            return 0
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest,
                            incremental=a.incremental, rescan=a.rescan)
     except (SourceError, OutputError, PlanError, ModelError, StorageError, CheckpointError, ValueError) as e:

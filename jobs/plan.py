@@ -83,9 +83,12 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
     # Keep a quarter of the CPUs (at least half a CPU) for reading and decoding.
     reserve = max(0.5, cpus / 4) if cpus < 4 else max(1.0, math.floor(cpus / 4))
     if actor_cpus is None:
-        # Small machines (fewer than 4 CPUs): one actor gets everything but the reserve, so the
-        # model uses all cores the decode tasks leave free; larger ones: 1 CPU per actor.
-        actor_cpus = 1.0 if cpus >= 4 else cpus - reserve
+        # 1 CPU (one torch thread) per actor. Fewer than 4 CPUs: what the reserve leaves, shared
+        # by one actor per core (2 cores: two of 0.75 CPU), or by the --actors asked for; with
+        # GPUs, one actor takes it. Two one-thread actors ran the compact scan 1.3x faster than
+        # one actor of two threads on 2 cores (benchmarks/pipeline_vs_loop.py --plans).
+        free = cpus - reserve
+        actor_cpus = 1.0 if cpus >= 4 else free / (actors or (1 if gpus_per_actor else math.ceil(free - 1e-9)))
         if node_cpus < cpus and actor_cpus > node_cpus - 0.25:
             # Several small nodes: an actor cannot span them, and its node must keep room for a decode task.
             actor_cpus = max(0.25, node_cpus / 2)

@@ -65,6 +65,17 @@ def _init_ray(rc: RayConfig):
     return ray
 
 
+def plan_on_cluster(ray, rc: RayConfig, cfg: JobConfig):
+    """The resource plan for this job on the cluster Ray is connected to."""
+    # Ray Data's bars count blocks of a stream of unknown length ("Total Progress: 0/?" every
+    # few seconds in a log); zoomin's own line counts images. --verbose shows Ray's too.
+    ray.data.DataContext.get_current().enable_progress_bars = rc.progress and rc.verbose
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
+    return make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
+                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
+                     node_cpus=node_cpus, cascade=cfg.second is not None)
+
+
 def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) -> dict:
     """What this run's output is the results of, and every setting that changes a row
     (runs.IDENTITY and runs.SETTINGS): written to the run record, compared on resume."""
@@ -149,15 +160,7 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
         if not runs.remaining(units, decision.done).num_rows:
             return _nothing_new(units, output, decision.done, cfg, manifest or src or "")
     # Plan the resources before the run is recorded: a plan that cannot run leaves --out as it was.
-    ray = _init_ray(rc)
-    ctx = ray.data.DataContext.get_current()
-    # Ray Data's bars count blocks of a stream of unknown length ("Total Progress: 0/?" every
-    # few seconds in a log); zoomin's own line counts images. --verbose shows Ray's too.
-    ctx.enable_progress_bars = rc.progress and rc.verbose
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
-    plan = make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
-                     gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
-                     node_cpus=node_cpus, cascade=cfg.second is not None)
+    plan = plan_on_cluster(_init_ray(rc), rc, cfg)
     run = runs.begin(output, decision)
     kinds = units.column("kind").to_pylist()
     uris = units.column("uri").to_pylist()

@@ -5,9 +5,12 @@ from jobs.plan import PlanError, make_plan
 
 def test_two_cpus_leaves_room_for_decode_tasks():
     p = make_plan({"CPU": 2.0})
-    assert p.actors == 1 and p.actor_cpus == 1.5 and p.threads == 2
+    assert p.actors == 2 and p.actor_cpus == 0.75 and p.threads == 1   # one single-threaded actor per core
     assert p.actors * p.actor_cpus + p.task_cpus <= 2.0
     assert p.device == "cpu"
+    one = make_plan({"CPU": 2.0}, actors=1)   # --actors 1: that actor takes what the reserve leaves
+    assert one.actor_cpus == 1.5 and one.threads == 2
+    assert make_plan({"CPU": 2.0, "GPU": 1.0}, gpus_per_actor=1).actor_cpus == 1.5
 
 
 def test_one_cpu_splits_it():
@@ -50,7 +53,7 @@ def test_gpu_plans_split_scan_and_zoom_pools_by_default():
     assert p.actors == 16 and p.pool_gpus == 0.25 and p.device == "cuda"
     assert not make_plan({"CPU": 16, "GPU": 1}, gpus_per_actor=1, split=False).split
     cpu = make_plan({"CPU": 2})
-    assert not cpu.split and make_plan({"CPU": 2}, split=True).pool_cpus == 0.75
+    assert not cpu.split and make_plan({"CPU": 2}, split=True).pool_cpus == 0.375
 
 
 
@@ -58,7 +61,7 @@ def test_actors_fit_on_a_node():
     """Two 1-CPU nodes: 2 CPUs in all, but no actor may ask for 1.5 of them (it would wait forever)."""
     p = make_plan({"CPU": 2.0}, node_cpus=1.0)
     assert p.actor_cpus <= 0.75 and p.actors >= 1
-    assert make_plan({"CPU": 2.0}).actor_cpus == 1.5  # one 2-CPU node: as before
+    assert make_plan({"CPU": 2.0}).actors == 2  # one 2-CPU node: as before
     with pytest.raises(PlanError, match="fits on no node"):
         make_plan({"CPU": 16.0}, node_cpus=4.0, actor_cpus=6.0)
 

@@ -21,6 +21,13 @@ from ..records import GENERATED, REAL, Box, Crop, ScanResult, Verdict, View
 
 log = logging.getLogger(__name__)
 
+# On a CPU the scan net runs at most this many view pixels per forward pass (at least one view).
+# Its first layers' activations are large (32 channels at full view size), and a batch of them
+# outgrows the caches and pays fresh page faults: on 2 cores one 384 px view per pass ran the
+# scan 2x faster than batches of 8 (benchmarks/stage_cost.py --scan-batches). Small views still
+# share a pass. GPUs take every view of a size in one pass.
+CPU_SCAN_PIXELS = 1 << 18
+
 
 class CompactBackend:
     name = "compact"
@@ -85,16 +92,20 @@ class CompactBackend:
 
     @torch.inference_mode()
     def scan_logits(self, views: Sequence[View]) -> list[np.ndarray]:
-        """Raw logit map per view (h/8, w/8). Views of equal size run as one batch."""
+        """Raw logit map per view (h/8, w/8). Views of equal size run as one batch (on a CPU, in
+        passes of at most CPU_SCAN_PIXELS)."""
         maps: list[Optional[np.ndarray]] = [None] * len(views)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, v in enumerate(views):
             groups[v.pixels.shape].append(i)
-        for idx in groups.values():
-            x = torch.cat([to_tensor(views[i].pixels) for i in idx]).to(self.device)
-            logits = self.model.scan(x).double().cpu().numpy()
-            for j, i in enumerate(idx):
-                maps[i] = logits[j]
+        for shape, idx in groups.items():
+            step = len(idx) if self.device.type != "cpu" else max(1, CPU_SCAN_PIXELS // (shape[0] * shape[1]))
+            for start in range(0, len(idx), step):
+                part = idx[start:start + step]
+                x = torch.cat([to_tensor(views[i].pixels) for i in part]).to(self.device)
+                logits = self.model.scan(x).double().cpu().numpy()
+                for j, i in enumerate(part):
+                    maps[i] = logits[j]
         return maps  # type: ignore[return-value]
 
     def suspicion_maps(self, views: Sequence[View]) -> list[np.ndarray]:

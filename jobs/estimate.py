@@ -1,0 +1,183 @@
+"""`zoomin scan SRC --estimate`: time the job on a sample of SRC, on the cluster it would run on,
+before committing to a long run; nothing is written.
+
+The sample (objects spread evenly over the listing, so that sizes and folders mix as in the
+whole) runs through the same pipeline as the real job (`pipeline.build`, the same plan), but its
+rows come back to this process instead of Parquet. From their arrival times:
+  - start-up: from launch to the time the first row would have come at the steady rate (actor
+    start, model load, the first batch); Ray's own start is timed apart;
+  - steady rate: rows after the first tenth of the sample over the time since, which is what a
+    long job sees once its actors are up;
+  - the whole source at that rate, and the nodes a --deadline needs, assuming the rate grows with
+    the number of nodes like those of this cluster (each node adds its own actors and decode
+    tasks; the driver and object storage must keep up, which a sample on one cluster cannot show).
+With --cascade, the first tier is timed alone too, so that each tier's cost reads apart: the
+second tier's seconds per escalated image and the share of the sample it took.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import pyarrow as pa
+
+from .pipeline import JobConfig, build
+from .plan import Plan
+from .sources import KIND_PARQUET, KIND_TAR
+
+# Units (objects or shards) timed by default: enough blocks for a steady rate on a small machine,
+# and a few batches per model actor on a large cluster.
+MIN_SAMPLE = 256
+PER_ACTOR = 32
+
+
+@dataclass
+class Timing:
+    images: int
+    startup_s: float
+    rate: float                    # images/s once up
+    seconds: float                 # the sample's whole run
+    statuses: Counter = field(default_factory=Counter)
+    escalated: int = 0             # --cascade: images the second tier judged
+
+
+@dataclass
+class Estimate:
+    src: str
+    units: int                     # objects (or shards) in the source
+    sampled: int                   # of them timed
+    images: int                    # images in the source (shards: projected from the sample)
+    nodes: int                     # nodes of the cluster that ran the sample
+    plan: str
+    ray_start_s: float
+    job: Timing
+    tier1: Optional[Timing] = None  # --cascade: the first tier alone
+    deadline_s: Optional[float] = None
+    shards: bool = False
+
+    @property
+    def whole_s(self) -> float:
+        return self.ray_start_s + self.job.startup_s + self.images / self.job.rate
+
+    def nodes_for(self, deadline_s: float) -> Optional[int]:
+        """Nodes like these that finish the source within deadline_s (None: start-up alone is longer)."""
+        left = deadline_s - self.ray_start_s - self.job.startup_s
+        if left <= 0:
+            return None
+        return max(1, math.ceil(self.images / (self.job.rate / self.nodes * left)))
+
+    def text(self) -> str:
+        j = self.job
+        per = "shard" if self.shards else "object"
+        lines = [f"zoomin: estimate for {self.src}: timed {self.sampled} of {self.units} {per}(s) "
+                 f"({j.images} image(s)) on this cluster ({self.nodes} node(s); {self.plan})",
+                 f"  start-up:     {self.ray_start_s:.1f} s Ray, then {j.startup_s:.1f} s to the first results "
+                 "(actors, model load)",
+                 f"  steady rate:  {j.rate:.1f} images/s ({j.rate / self.nodes:.1f} per node)"]
+        if self.tier1 is not None:
+            t1 = self.tier1
+            share = j.escalated / max(1, j.images)
+            lines.append(f"  first tier alone: {t1.rate:.1f} images/s; the second tier took {share:.0%} of the "
+                         f"sample ({j.escalated} image(s))")
+            if j.escalated and 1 / j.rate > 1 / t1.rate:
+                per_image = (1 / j.rate - 1 / t1.rate) / share
+                lines.append(f"  second tier:  {per_image:.3f} s of the cluster per escalated image "
+                             f"({1 / per_image:.1f} escalated images/s)")
+        bad = {k: v for k, v in j.statuses.items() if k != "ok"}
+        if bad:
+            lines.append("  not ok in the sample: " + ", ".join(f"{k} {v}" for k, v in sorted(bad.items())))
+        about = "about " if self.shards else ""
+        lines.append(f"  whole source: {about}{self.images} image(s) in about {_duration(self.whole_s)} "
+                     f"at this rate")
+        if self.deadline_s:
+            need = self.nodes_for(self.deadline_s)
+            lines.append(f"  --deadline {_duration(self.deadline_s)}: " + (
+                f"{need} node(s) like these" if need else "start-up alone takes longer"))
+        lines.append("  (nodes scale the rate as long as the source's storage and the driver keep up)")
+        return "\n".join(lines)
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def sample_units(units: pa.Table, k: int) -> pa.Table:
+    """k units spread evenly over the listing (all of them when there are no more)."""
+    n = units.num_rows
+    if k >= n:
+        return units
+    return units.take([i * n // k for i in range(k)])
+
+
+def sample_size(units: int, plan: Plan, asked: Optional[int]) -> int:
+    return min(units, asked or max(MIN_SAMPLE, PER_ACTOR * plan.actors))
+
+
+def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan) -> Timing:
+    """Run the pipeline on `units` and time the rows as they come back."""
+    ds = build(units, cfg, plan)
+    t0 = time.perf_counter()
+    arrivals: list[tuple[float, int]] = []
+    statuses: Counter = Counter()
+    escalated, total = 0, 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if not batch.num_rows:
+            continue
+        total += batch.num_rows
+        arrivals.append((time.perf_counter() - t0, total))
+        statuses.update(batch.column("status").to_pylist())
+        if cfg.second is not None:
+            escalated += sum(1 for t in batch.column("tiers").to_pylist() if t and len(t) > 1)
+    seconds = time.perf_counter() - t0
+    if not total:
+        raise ValueError("the sample gave no rows to time")
+    rate, startup = steady(arrivals, seconds)
+    return Timing(total, startup, rate, seconds, statuses, escalated)
+
+
+def steady(arrivals: list[tuple[float, int]], seconds: float) -> tuple[float, float]:
+    """(rows/s after the first tenth, start-up s) from (time since launch, cumulative rows)."""
+    n = arrivals[-1][1]
+    k = next(i for i, (_, rows) in enumerate(arrivals) if rows >= n / 10)
+    t_k, rows_k = arrivals[k]
+    span = arrivals[-1][0] - t_k
+    if span <= 0 or rows_k == n:   # the rows came at once: the whole run is all there is to go by
+        return n / max(seconds, 1e-9), 0.0
+    rate = (n - rows_k) / span
+    return rate, max(0.0, t_k - rows_k / rate)
+
+
+def estimate(src: str, units: pa.Table, cfg: JobConfig, plan: Plan, ray_start_s: float, nodes: int,
+             sample: Optional[int] = None, deadline_s: Optional[float] = None) -> Estimate:
+    k = sample_size(units.num_rows, plan, sample)
+    part = sample_units(units, k)
+    job = time_sample(part, cfg, plan)
+    tier1 = time_sample(part, replace(cfg, second=None), replace(plan, cascade=False)) if cfg.second else None
+    shards = any(kind in (KIND_TAR, KIND_PARQUET) for kind in units.column("kind").to_pylist())
+    images = round(job.images * units.num_rows / part.num_rows) if shards else units.num_rows
+    return Estimate(src, units.num_rows, part.num_rows, images, nodes, plan.describe(), ray_start_s, job,
+                    tier1, deadline_s, shards)
+
+
+def run_estimate(src: Optional[str], cfg: JobConfig, rc, manifest: Optional[str] = None,
+                 sample: Optional[int] = None, deadline_s: Optional[float] = None) -> Estimate:
+    """Plan SRC (or the manifest) and the resources as `zoomin scan` would, then time a sample."""
+    from .scan import _init_ray, plan_on_cluster
+    from .sources import SourceError, plan_manifest, plan_source
+    units = plan_manifest(manifest, cfg.source) if manifest else plan_source(src, cfg.source)
+    if units.num_rows == 0:
+        raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
+    t0 = time.perf_counter()
+    ray = _init_ray(rc)
+    ray_start_s = time.perf_counter() - t0
+    plan = plan_on_cluster(ray, rc, cfg)
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
+    k = sample_size(units.num_rows, plan, sample)
+    print(f"zoomin: estimate: timing {k} of {units.num_rows} input(s) of {manifest or src} with backend "
+          f"{cfg.backend if cfg.second is None else cfg.backend + ', then ' + cfg.second.backend}; "
+          f"{plan.describe()}; nothing is written", flush=True)
+    return estimate(manifest or src or "", units, cfg, plan, ray_start_s, max(1, nodes), k, deadline_s)
