@@ -8,11 +8,18 @@
 #      --device cuda (a ViT-S/16 against the compact backend, and the tile-size sweep);
 #   5. training on the GPU: tests/test_train.py (the nets learn on cuda), a small `zoomin synth` set,
 #      `zoomin train` on it (--device auto takes the GPU), and benchmarks/train_speed.py (CPU
-#      against GPU, the same steps).
+#      against GPU, the same steps);
+#   6. pipeline: benchmarks/gpu_pipeline.py (the node's decode limit, then the CPU and GPU plans of
+#      the scan job through Ray: steady rate, share of the limit, per-stage busy time, GPU busy);
+#   7. vlmsize: benchmarks/vlm_size.py --size 7b (the vlm backend at the paper's size, random
+#      weights: images/s per batch size and attention implementation, memory, GPU busy).
+# Parts 6 and 7 are not in the default list; on a machine without Ray, install the wheels that
+# benchmarks/gpu_wheels.sh downloads first (its header says how).
 #
 #   bash benchmarks/gpu_smoke.sh [OUT_DIR] [PARTS]   (default: gpu-smoke/ and vlm,check,classifier,train)
 #
-# Writes OUT_DIR/log.txt, OUT_DIR/vlm_gpu.json, OUT_DIR/gpu_check.json and OUT_DIR/train_speed.json;
+# Writes OUT_DIR/log.txt, OUT_DIR/vlm_gpu.json, OUT_DIR/gpu_check.json, OUT_DIR/train_speed.json (and
+# gpu_pipeline.json, vlm_size.json);
 # exits non-zero if any step failed (each step still runs). The training set goes to a temporary
 # folder.
 set -uo pipefail
@@ -54,6 +61,12 @@ if [[ $parts == *,train,* ]]; then
   step train-speed "$py" benchmarks/train_speed.py --labels "$set_dir/labels.jsonl" --devices cpu,cuda \
     --json "$out/train_speed.json"
   rm -rf "$set_dir"
+fi
+if [[ $parts == *,pipeline,* ]]; then
+  step gpu-pipeline "$py" benchmarks/gpu_pipeline.py --n "${ZOOMIN_GPU_N:-1000}" --json "$out/gpu_pipeline.json"
+fi
+if [[ $parts == *,vlmsize,* ]]; then
+  step vlm-size "$py" benchmarks/vlm_size.py --size "${ZOOMIN_VLM_SIZE:-7b}" --json "$out/vlm_size.json"
 fi
 echo "== done, rc=$rc ($(date -u +%H:%M:%S))" | tee -a "$log"
 exit $rc

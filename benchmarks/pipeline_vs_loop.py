@@ -18,7 +18,9 @@ it holds. The steady rate is the rows committed after the first tenth over the t
 a long nightly job sees. Start-up is the time the job would have needed before its first row,
 had it run at that rate from the start (command start to that point: imports, Ray's start,
 planning, actor start and model load). Medians over the repeats are printed side by side with
-their ratio to the loop with all threads.
+their ratio to the loop with all threads, then where the CPU went during each plan's runs: CPU
+milliseconds per image of the model actors, the decode tasks, the driver and Ray's own
+processes (raylet, GCS, agents), against the machine's CPU milliseconds per image.
 """
 from __future__ import annotations
 
@@ -76,6 +78,52 @@ def steady_and_startup(points: list[tuple[float, int]], t_start: float) -> tuple
     return rate, t_k - rows_k / rate - t_start
 
 
+GROUPS = ("model actors", "decode tasks", "driver", "Ray's own processes")
+
+
+def _group(title: str, driver: int, pid: int) -> str:
+    if pid == driver:
+        return "driver"
+    if "MapWorker" in title:
+        return "model actors"
+    if "read_and_prepare" in title or "cut_crops" in title or "Write" in title:
+        return "decode tasks"     # (and the light write tasks)
+    return "Ray's own processes"
+
+
+class CpuLedger:
+    """CPU seconds of every process of the job, by role, sampled every 0.25 s while it runs (a
+    process's last quarter second before it exits is lost). A Ray worker is counted under the
+    role it was seen in most (between tasks its title is ray::IDLE)."""
+
+    def __init__(self, driver: int):
+        import psutil
+        self.psutil, self.driver, self.cpu, self.titles = psutil, driver, {}, {}
+
+    def sample(self) -> None:
+        me = os.getpid()
+        for p in self.psutil.process_iter(["cmdline"]):
+            try:
+                if p.pid == me:
+                    continue
+                title = " ".join(p.info["cmdline"] or [])
+                if p.pid != self.driver and "ray" not in title:
+                    continue
+                t = p.cpu_times()
+                self.cpu[p.pid] = t.user + t.system
+                if "IDLE" not in title:
+                    self.titles.setdefault(p.pid, []).append(title)
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                pass
+
+    def by_role(self) -> dict:
+        out = dict.fromkeys(GROUPS, 0.0)
+        for pid, cpu in self.cpu.items():
+            seen = self.titles.get(pid) or ["ray::IDLE"]
+            out[_group(max(set(seen), key=seen.count), self.driver, pid)] += cpu
+        return out
+
+
 def scan_cli(src: Path, out: Path, backend: str, flags: list[str]) -> dict:
     """One `zoomin scan` as a user runs it, in its own process; its rates from the commit times."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -83,14 +131,23 @@ def scan_cli(src: Path, out: Path, backend: str, flags: list[str]) -> dict:
     cmd = [sys.executable, "-m", "jobs.cli", "scan", str(src), "--out", str(out), "--overwrite",
            "--backend", backend, "--no-progress", *flags]
     t0 = time.time()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = CpuLedger(proc.pid)
+    while proc.poll() is None:
+        ledger.sample()
+        time.sleep(0.25)
+    stdout, stderr = proc.communicate()
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     wall = time.time() - t0
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
     plan = next((ln.split("; ", 1)[-1] for ln in done.stdout.splitlines() if ln.startswith("zoomin: scanning")), "?")
     points = commits(out)
     rate, startup = steady_and_startup(points, t0)
-    return {"steady": rate, "startup_s": startup, "whole": points[-1][1] / wall, "plan": plan}
+    # CPU per image by role, against the machine's CPU seconds per image over the whole run
+    cpu = {f"cpu_ms_per_image/{k}": v / points[-1][1] * 1000 for k, v in ledger.by_role().items()}
+    cpu["cpu_ms_per_image/machine"] = wall * (os.cpu_count() or 1) / points[-1][1] * 1000
+    return {"steady": rate, "startup_s": startup, "whole": points[-1][1] / wall, "plan": plan, **cpu}
 
 
 def main() -> None:
@@ -131,6 +188,11 @@ def main() -> None:
                   f"{med['whole'] / base:7.2f}x {med['startup_s']:8.1f}s   ({v[0]['plan']})")
         else:
             print(f"  {k:22s} {med['whole']:13.1f} {med['whole'] / base:7.2f}x")
+    print("\n  CPU milliseconds per image over the whole run, by process role (the machine has "
+          f"{cpus} CPUs: 'machine' is their time per image):")
+    for k in plans:
+        cpu = {m.split("/", 1)[1]: v for m, v in figures[k].items() if m.startswith("cpu_ms_per_image/")}
+        print(f"  {k:22s} " + ", ".join(f"{role} {v:.1f}" for role, v in cpu.items()))
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2))
 

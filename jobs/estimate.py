@@ -42,6 +42,12 @@ class Timing:
     seconds: float                 # the sample's whole run
     statuses: Counter = field(default_factory=Counter)
     escalated: int = 0             # --cascade: images the second tier judged
+    # per stage (Ray Data operator): (busy seconds, CPU seconds) of its tasks or actor calls
+    stages: dict = field(default_factory=dict)
+
+    def stage_text(self) -> str:
+        return ", ".join(f"{name} {busy / self.images * 1000:.1f} ms busy ({cpu / self.images * 1000:.1f} ms CPU)"
+                         for name, (busy, cpu) in self.stages.items())
 
 
 @dataclass
@@ -86,6 +92,8 @@ class Estimate:
                 per_image = (1 / j.rate - 1 / t1.rate) / share
                 lines.append(f"  second tier:  {per_image:.3f} s of the cluster per escalated image "
                              f"({1 / per_image:.1f} escalated images/s)")
+        if j.stages:
+            lines.append(f"  per image:    {j.stage_text()}")
         bad = {k: v for k, v in j.statuses.items() if k != "ok"}
         if bad:
             lines.append("  not ok in the sample: " + ", ".join(f"{k} {v}" for k, v in sorted(bad.items())))
@@ -136,7 +144,23 @@ def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan) -> Timing:
     if not total:
         raise ValueError("the sample gave no rows to time")
     rate, startup = steady(arrivals, seconds)
-    return Timing(total, startup, rate, seconds, statuses, escalated)
+    return Timing(total, startup, rate, seconds, statuses, escalated, stage_times(ds))
+
+
+def stage_times(ds) -> dict:
+    """{stage: (busy s, CPU s)} summed over its tasks / actor calls, in pipeline order, from Ray
+    Data's own statistics (a private API: where it is missing, no breakdown is printed). A decode
+    task's busy time includes waiting for room downstream; its CPU time does not."""
+    try:
+        summary, ops = ds._get_stats_summary(), []
+        while summary is not None:
+            ops = list(summary.operators_stats) + ops
+            summary = summary.parents[0] if summary.parents else None
+        return {op.operator_name.removeprefix("MapBatches(").rstrip(")"): (op.wall_time.sum, op.cpu_time.sum)
+                for op in ops if op.wall_time is not None and op.cpu_time is not None
+                and op.operator_name.startswith("MapBatches(")}
+    except Exception:  # noqa: BLE001 - only the breakdown is lost
+        return {}
 
 
 def steady(arrivals: list[tuple[float, int]], seconds: float) -> tuple[float, float]:
