@@ -125,10 +125,10 @@ def sample_size(units: int, plan: Plan, asked: Optional[int]) -> int:
     return min(units, asked or max(MIN_SAMPLE, PER_ACTOR * plan.actors))
 
 
-def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan) -> Timing:
-    """Run the pipeline on `units` and time the rows as they come back."""
+def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan, every: Optional[float] = None) -> Timing:
+    """Run the pipeline on `units` and time the rows as they come back (a line every `every` s)."""
     ds = build(units, cfg, plan)
-    t0 = time.perf_counter()
+    t0 = shown = time.perf_counter()
     arrivals: list[tuple[float, int]] = []
     statuses: Counter = Counter()
     escalated, total = 0, 0
@@ -140,6 +140,9 @@ def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan) -> Timing:
         statuses.update(batch.column("status").to_pylist())
         if cfg.second is not None:
             escalated += sum(1 for t in batch.column("tiers").to_pylist() if t and len(t) > 1)
+        if every and time.perf_counter() - shown >= every:   # a slow model on a big sample
+            shown = time.perf_counter()
+            print(f"zoomin: estimate: {total} image(s) timed in {shown - t0:.0f}s", flush=True)
     seconds = time.perf_counter() - t0
     if not total:
         raise ValueError("the sample gave no rows to time")
@@ -176,11 +179,13 @@ def steady(arrivals: list[tuple[float, int]], seconds: float) -> tuple[float, fl
 
 
 def estimate(src: str, units: pa.Table, cfg: JobConfig, plan: Plan, ray_start_s: float, nodes: int,
-             sample: Optional[int] = None, deadline_s: Optional[float] = None) -> Estimate:
+             sample: Optional[int] = None, deadline_s: Optional[float] = None,
+             every: Optional[float] = None) -> Estimate:
     k = sample_size(units.num_rows, plan, sample)
     part = sample_units(units, k)
-    job = time_sample(part, cfg, plan)
-    tier1 = time_sample(part, replace(cfg, second=None), replace(plan, cascade=False)) if cfg.second else None
+    job = time_sample(part, cfg, plan, every)
+    tier1 = (time_sample(part, replace(cfg, second=None), replace(plan, cascade=False), every)
+             if cfg.second else None)
     shards = any(kind in (KIND_TAR, KIND_PARQUET) for kind in units.column("kind").to_pylist())
     images = round(job.images * units.num_rows / part.num_rows) if shards else units.num_rows
     return Estimate(src, units.num_rows, part.num_rows, images, nodes, plan.describe(), ray_start_s, job,
@@ -204,4 +209,5 @@ def run_estimate(src: Optional[str], cfg: JobConfig, rc, manifest: Optional[str]
     print(f"zoomin: estimate: timing {k} of {units.num_rows} input(s) of {manifest or src} with backend "
           f"{cfg.backend if cfg.second is None else cfg.backend + ', then ' + cfg.second.backend}; "
           f"{plan.describe()}; nothing is written", flush=True)
-    return estimate(manifest or src or "", units, cfg, plan, ray_start_s, max(1, nodes), k, deadline_s)
+    return estimate(manifest or src or "", units, cfg, plan, ray_start_s, max(1, nodes), k, deadline_s,
+                    rc.progress_every if rc.progress else None)
