@@ -85,8 +85,8 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
     if actor_cpus is None:
         # 1 CPU (one torch thread) per actor. Fewer than 4 CPUs: what the reserve leaves, shared
         # by one actor per core (2 cores: two of 0.75 CPU), or by the --actors asked for; with
-        # GPUs, one actor takes it. Two one-thread actors ran the compact scan 1.3x faster than
-        # one actor of two threads on 2 cores (benchmarks/pipeline_vs_loop.py --plans).
+        # GPUs, one actor takes it. On 2 cores two one-thread actors scanned 1.1-1.3x faster than
+        # one of two threads in most runs, never slower beyond the noise (pipeline_vs_loop.py).
         free = cpus - reserve
         actor_cpus = 1.0 if cpus >= 4 else free / (actors or (1 if gpus_per_actor else math.ceil(free - 1e-9)))
         if node_cpus < cpus and actor_cpus > node_cpus - 0.25:

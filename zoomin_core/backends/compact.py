@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 # On a CPU the scan net runs at most this many view pixels per forward pass (at least one view).
 # Its first layers' activations are large (32 channels at full view size), and a batch of them
-# outgrows the caches and pays fresh page faults: on 2 cores one 384 px view per pass ran the
-# scan 2x faster than batches of 8 (benchmarks/stage_cost.py --scan-batches). Small views still
-# share a pass. GPUs take every view of a size in one pass.
+# outgrows the caches and pays fresh page faults: on 2 cores one view per pass ran the scan net
+# 1.8x (384 px views) to 2.6x (768 px) faster than batches of 8 (benchmarks/stage_cost.py
+# --scan-batches). Small views still share a pass. GPUs take every view of a size in one pass.
 CPU_SCAN_PIXELS = 1 << 18
 
 
