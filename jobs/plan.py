@@ -89,8 +89,10 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
         # one of two threads in most runs, never slower beyond the noise (pipeline_vs_loop.py).
         free = cpus - reserve
         actor_cpus = 1.0 if cpus >= 4 else free / (actors or (1 if gpus_per_actor else math.ceil(free - 1e-9)))
-        if node_cpus < cpus and actor_cpus > node_cpus - 0.25:
-            # Several small nodes: an actor cannot span them, and its node must keep room for a decode task.
+        if node_cpus < cpus and actor_cpus > node_cpus - 0.5:
+            # Several small nodes: an actor cannot span them, and some node must keep room for a
+            # decode task (0.5 CPU). Two nodes of 1 CPU with an actor of 0.75 on each left 0.25 on
+            # both: the decode tasks waited forever.
             actor_cpus = max(0.25, node_cpus / 2)
     if actors is None:
         if gpus_per_actor > 0:

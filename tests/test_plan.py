@@ -61,6 +61,9 @@ def test_actors_fit_on_a_node():
     """Two 1-CPU nodes: 2 CPUs in all, but no actor may ask for 1.5 of them (it would wait forever)."""
     p = make_plan({"CPU": 2.0}, node_cpus=1.0)
     assert p.actor_cpus <= 0.75 and p.actors >= 1
+    # and whatever node Ray puts each actor on, one node keeps room for a decode task
+    per_node = int(1.0 // p.actor_cpus)
+    assert p.actors < 2 * per_node and 1.0 - (p.actors - per_node) * p.actor_cpus >= p.task_cpus
     assert make_plan({"CPU": 2.0}).actors == 2  # one 2-CPU node: as before
     with pytest.raises(PlanError, match="fits on no node"):
         make_plan({"CPU": 16.0}, node_cpus=4.0, actor_cpus=6.0)
