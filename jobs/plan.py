@@ -66,10 +66,13 @@ class Plan:
 
 def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Optional[float] = None,
               gpus_per_actor: float = 0.0, batch_size: Optional[int] = None,
-              split: Optional[bool] = None, node_cpus: Optional[float] = None, cascade: bool = False) -> Plan:
+              split: Optional[bool] = None, node_cpus: Optional[float] = None, cascade: bool = False,
+              light: bool = True) -> Plan:
     """resources: Ray's cluster_resources() map ({"CPU": 8.0, "GPU": 1.0, ...}).
     node_cpus: CPUs of the largest node (an actor cannot span nodes); default: all of them.
-    split: separate scan and zoom pools (default: on when the actors use GPUs)."""
+    split: separate scan and zoom pools (default: on when the actors use GPUs).
+    light: every model of the job is small (the compact detector): small machines may hold a copy
+    per core. Others (a VLM, a classifier checkpoint) get one actor there, with all its threads."""
     cpus = float(resources.get("CPU", 0))
     gpus = float(resources.get("GPU", 0))
     node_cpus = float(node_cpus or cpus)
@@ -85,10 +88,11 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
     if actor_cpus is None:
         # 1 CPU (one torch thread) per actor. Fewer than 4 CPUs: what the reserve leaves, shared
         # by one actor per core (2 cores: two of 0.75 CPU), or by the --actors asked for; with
-        # GPUs, one actor takes it. On 2 cores two one-thread actors scanned 1.1-1.3x faster than
+        # GPUs or a large model, one actor takes it. On 2 cores two one-thread actors scanned 1.1-1.3x faster than
         # one of two threads in most runs, never slower beyond the noise (pipeline_vs_loop.py).
         free = cpus - reserve
-        actor_cpus = 1.0 if cpus >= 4 else free / (actors or (1 if gpus_per_actor else math.ceil(free - 1e-9)))
+        one = gpus_per_actor or not light
+        actor_cpus = 1.0 if cpus >= 4 else free / (actors or (1 if one else math.ceil(free - 1e-9)))
         if node_cpus < cpus and actor_cpus > node_cpus - 0.5:
             # Several small nodes: an actor cannot span them, and some node must keep room for a
             # decode task (0.5 CPU). Two nodes of 1 CPU with an actor of 0.75 on each left 0.25 on

@@ -73,7 +73,8 @@ def plan_on_cluster(ray, rc: RayConfig, cfg: JobConfig):
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
     return make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
                      gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
-                     node_cpus=node_cpus, cascade=cfg.second is not None)
+                     node_cpus=node_cpus, cascade=cfg.second is not None,
+                     light=all(t.backend == "compact" for t in ((cfg, cfg.tier2()) if cfg.second else (cfg,))))
 
 
 def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) -> dict:

@@ -11,6 +11,8 @@ def test_two_cpus_leaves_room_for_decode_tasks():
     one = make_plan({"CPU": 2.0}, actors=1)   # --actors 1: that actor takes what the reserve leaves
     assert one.actor_cpus == 1.5 and one.threads == 2
     assert make_plan({"CPU": 2.0, "GPU": 1.0}, gpus_per_actor=1).actor_cpus == 1.5
+    big = make_plan({"CPU": 2.0}, light=False)   # a VLM: one copy, all the threads
+    assert (big.actors, big.actor_cpus, big.threads) == (1, 1.5, 2)
 
 
 def test_one_cpu_splits_it():
