@@ -116,7 +116,7 @@ def decode_limit(units, cfg, cpus: int) -> dict:
     for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         total += b.num_rows
         arrivals.append((time.perf_counter() - t0, total))
-    rate, startup = steady(arrivals, time.perf_counter() - t0)
+    rate, startup, _ = steady(arrivals, time.perf_counter() - t0)
     assert total == units.num_rows
     return {"steady_images_per_s": rate, "startup_s": startup, "whole_images_per_s": total / (time.perf_counter() - t0)}
 

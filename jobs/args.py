@@ -83,10 +83,11 @@ def duration(text: str) -> float:
     """Seconds from 8h, 90m, 45s, 1h30m or a plain number of seconds."""
     import re
     t = text.strip().lower()
-    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", t)
-    if not t or not m or not any(m.groups()):
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)(s?))?", t)
+    # a bare number is seconds only on its own: 1h30 is ambiguous (1h30m? 1h30s?)
+    if not t or not m or not any(m.groups()[:3]) or (m.group(3) and not m.group(4) and (m.group(1) or m.group(2))):
         raise argparse.ArgumentTypeError(f"takes a duration such as 8h, 90m, 1h30m or 3600 (seconds); got {text!r}")
-    h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    h, mi, sec = (float(g) if g else 0.0 for g in m.groups()[:3])
     v = h * 3600 + mi * 60 + sec
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
@@ -224,13 +225,15 @@ def _add_scan(sub) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="write nothing: time the job on a sample of SRC on this cluster (same plan), then print "
                         "images/s, the start-up, the time for the whole source and, with --deadline, the nodes "
-                        "it needs; with --cascade each tier's cost")
+                        "it needs; with --cascade each tier's cost. An --out given is checked as the scan would, "
+                        "and left untouched")
     p.add_argument("--estimate-sample", type=positive_int, default=None, metavar="N",
-                   help="with --estimate: objects (or shards) to time, spread over the listing (default: 256, "
-                        "or 32 per model actor on larger clusters)")
+                   help="with --estimate: objects (or shards) to time, spread over the listing (default: the "
+                        "larger of 256 and 32 per model actor; below about 60 no steady rate can be read)")
     p.add_argument("--deadline", type=duration, default=None, metavar="DURATION",
-                   help="with --estimate: how long the whole scan may take, e.g. 8h or 1h30m; the estimate "
-                        "prints how many nodes like this cluster's it needs")
+                   help="with --estimate: how long the whole scan may take, e.g. 8h, 90m, 1h30m or 3600 (seconds); "
+                        "the estimate prints how many nodes like this cluster's it needs, and exits 1 when this "
+                        "cluster would not finish in time")
     p.add_argument("--incremental", action="store_true",
                    help="--out holds a complete run of this job: scan only the images not in it yet (new keys), "
                         "append their rows, leave the earlier rows untouched; the settings must be the same")

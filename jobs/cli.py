@@ -195,8 +195,9 @@ def cmd_scan(a) -> int:
         src = None if a.manifest else (a.src or str(SAMPLES_DIR))
         if a.estimate:
             from .estimate import run_estimate
-            print(run_estimate(src, cfg, rc, a.manifest, a.estimate_sample, a.deadline).text())
-            return 0
+            est = run_estimate(src, cfg, rc, a.manifest, a.estimate_sample, a.deadline, a.out)
+            print(est.text())
+            return 0 if est.meets_deadline else 1   # scripts can tell a deadline this cluster misses
         summary = run_scan(src, a.out, cfg, rc, a.overwrite, a.rows_per_file, manifest=a.manifest,
                            incremental=a.incremental, rescan=a.rescan)
     except (SourceError, OutputError, PlanError, ModelError, StorageError, CheckpointError, ValueError) as e:

@@ -44,6 +44,9 @@ class CrashGuard:
             self.suspects = (set(state.get("suspects", [])) | set(inflight)) - self.poison
 
     def _mark(self, ids: list[str]) -> None:
+        if not (ids or self.poison or self.suspects):   # nothing to hand on: leave no file behind
+            self.path.unlink(missing_ok=True)
+            return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"inflight": ids, "poison": sorted(self.poison),
                                    "suspects": sorted(self.suspects)}))

@@ -14,10 +14,13 @@ from tests.conftest import jpeg_bytes
 def test_steady_rate_and_start_up_from_arrivals():
     # 4 s before anything, then a block of 10 rows every 0.5 s: 20 images/s, 4 s of start-up
     arrivals = [(4.0 + 0.5 * (i + 1), 10 * (i + 1)) for i in range(20)]
-    rate, startup = steady(arrivals, arrivals[-1][0])
-    assert rate == pytest.approx(20.0) and startup == pytest.approx(4.0)
-    # everything at once: the whole run is the rate, no start-up can be told apart
-    assert steady([(2.0, 50)], 2.0) == (25.0, 0.0)
+    rate, startup, measured = steady(arrivals, arrivals[-1][0])
+    assert measured and rate == pytest.approx(20.0) and startup == pytest.approx(4.0)
+    # too few blocks (two arriving together read as 1,600 images/s once): the whole run's rate
+    assert steady([(2.0, 50)], 2.0) == (25.0, 0.0, False)
+    assert steady([(9.0, 10), (9.01, 20)], 10.0) == (2.0, 0.0, False)
+    e = Estimate("d", 20, 20, 20, 1, "p", 1.0, Timing(20, 0.0, 2.0, 10.0, steady=False, blocks=2))
+    assert "too few for a steady rate" in e.text() and "  steady rate:" not in e.text()
 
 
 def test_a_sample_spreads_over_the_listing():
@@ -33,6 +36,8 @@ def test_nodes_for_a_deadline():
     # 50 images/s per node over the 3590 s left: 1e6 / (50 * 3590) = 5.6 -> 6 nodes
     assert e.nodes_for(3600.0) == 6
     assert e.nodes_for(9.0) is None        # start-up alone is longer
+    assert not e.meets_deadline            # 6 nodes needed, 2 here: `--estimate` exits 1
+    assert Estimate(**{**e.__dict__, "deadline_s": 40000.0}).meets_deadline
     assert e.whole_s == pytest.approx(10.0 + 10**4)
     text = e.text()
     assert "6 node(s) like these" in text and "100.0 images/s (50.0 per node)" in text and "2:46:50" in text
@@ -40,8 +45,8 @@ def test_nodes_for_a_deadline():
 
 def test_duration_flag():
     assert duration("8h") == 28800 and duration("1h30m") == 5400 and duration("90") == 90
-    assert duration("45m") == 2700 and duration("2.5h") == 9000
-    for bad in ("soon", "", "0", "h"):
+    assert duration("45m") == 2700 and duration("2.5h") == 9000 and duration("1h30m5s") == 5405
+    for bad in ("soon", "", "0", "h", "1h30", "8 h"):   # 1h30: minutes or seconds? say which
         with pytest.raises(Exception, match="duration|longer than zero"):
             duration(bad)
 
@@ -73,7 +78,9 @@ def test_estimate_times_a_sample_on_the_cluster_and_writes_nothing(ray_local, tm
     _photos(src, 30)
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    assert main(["scan", str(src), "--estimate", "--estimate-sample", "31", "--deadline", "1h", "--no-progress"]) == 0
+    # model calls of 2 images: enough blocks come back from 31 images to read a steady rate
+    assert main(["scan", str(src), "--estimate", "--estimate-sample", "31", "--deadline", "1h", "--no-progress",
+                 "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "timed 31 of 31 object(s) (31 image(s))" in out
     rate = float(re.search(r"steady rate: +([\d.]+) images/s", out).group(1))
@@ -82,6 +89,19 @@ def test_estimate_times_a_sample_on_the_cluster_and_writes_nothing(ray_local, tm
     assert "not ok in the sample: decode_error 1" in out      # the broken file is counted, not lost
     assert re.search(r"--deadline 1:00:00: 1 node\(s\) like these", out)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before   # nothing written
+    # a deadline this cluster cannot meet: exit status 1, for scripts
+    assert main(["scan", str(src), "--estimate", "--deadline", "1s", "--no-progress"]) == 1
+    need = re.search(r"--deadline 0:00:01: (.*)", capsys.readouterr().out).group(1)
+    assert need == "start-up alone takes longer" or int(need.split()[0]) > 1
+    # --out is checked as the scan would check it, and left as it was
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("x")
+    assert main(["scan", str(src), "--estimate", "--out", str(tmp_path / "busy"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "busy" in err and "notes.txt" not in err and (tmp_path / "busy" / "notes.txt").exists()
+    assert main(["scan", str(src), "--estimate", "--out", str(tmp_path / "new"), "--no-progress",
+                 "--estimate-sample", "12"]) == 0
+    assert "the scan would start a new run there" in capsys.readouterr().out and not (tmp_path / "new").exists()
 
     # a cascade: the first tier is timed alone too, and the second tier's share is reported
     assert main(["scan", str(src), "--estimate", "--estimate-sample", "20", "--cascade", "compact,fake",
