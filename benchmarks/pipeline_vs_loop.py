@@ -14,10 +14,11 @@ imports, starts its local Ray cluster, plans, scans and writes) under each plan:
   two-actors  --actors 2
 
 From the job's output the script reads when each Parquet file was committed and how many rows
-it holds. The steady rate is the rows committed after the first tenth over the time since: what
-a long nightly job sees. Start-up is the time the job would have needed before its first row,
-had it run at that rate from the start (command start to that point: imports, Ray's start,
-planning, actor start and model load). Medians over the repeats are printed side by side with
+it holds. The steady rate is the rows committed after the first tenth over the time since
+(read as `zoomin scan --estimate` reads it, `jobs.estimate.steady`): what a long nightly job
+sees. Start-up is the time the job would have needed before its first row, had it run at that
+rate from the start (command start to that point: imports, Ray's start, planning, actor start
+and model load). Medians over the repeats are printed side by side with
 their ratio to the loop with all threads, then where the CPU went during each plan's runs: CPU
 milliseconds per image of the model actors, the decode tasks, the driver and Ray's own
 processes (raylet, GCS, agents), against the machine's CPU milliseconds per image.
@@ -65,17 +66,6 @@ def commits(out: Path) -> list[tuple[float, int]]:
         total += rows
         points.append((t, total))
     return points
-
-
-def steady_and_startup(points: list[tuple[float, int]], t_start: float) -> tuple[float, float]:
-    """(rows/s after the first tenth of the rows, seconds of fixed start-up)."""
-    n = points[-1][1]
-    k = next(i for i, (_, rows) in enumerate(points) if rows >= n / 10)
-    t_k, rows_k = points[k]
-    if points[-1][0] - t_k <= 0:
-        raise SystemExit("too few result files to time the steady rate: use more images (--n)")
-    rate = (n - rows_k) / (points[-1][0] - t_k)
-    return rate, t_k - rows_k / rate - t_start
 
 
 GROUPS = ("model actors", "decode tasks", "driver", "Ray's own processes")
@@ -143,7 +133,11 @@ def scan_cli(src: Path, out: Path, backend: str, flags: list[str]) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
     plan = next((ln.split("; ", 1)[-1] for ln in done.stdout.splitlines() if ln.startswith("zoomin: scanning")), "?")
     points = commits(out)
-    rate, startup = steady_and_startup(points, t0)
+    # the estimate's own reading of a steady rate, from the commit times since the command started
+    from jobs.estimate import steady
+    rate, startup, measured = steady([(t - t0, rows) for t, rows in points], wall)
+    if not measured:
+        raise SystemExit("too few result files to time the steady rate: use more images (--n)")
     # CPU per image by role, against the machine's CPU seconds per image over the whole run
     cpu = {f"cpu_ms_per_image/{k}": v / points[-1][1] * 1000 for k, v in ledger.by_role().items()}
     cpu["cpu_ms_per_image/machine"] = wall * (os.cpu_count() or 1) / points[-1][1] * 1000

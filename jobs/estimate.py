@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from .pipeline import JobConfig, build
 from .plan import Plan
-from .sources import KIND_PARQUET, KIND_TAR
+from .sources import has_shards
 
 # Units (objects or shards) timed by default: enough blocks for a steady rate on a small machine,
 # and a few batches per model actor on a large cluster.
@@ -202,14 +202,13 @@ def steady(arrivals: list[tuple[float, int]], seconds: float) -> tuple[float, fl
 
 
 def estimate(src: str, units: pa.Table, cfg: JobConfig, plan: Plan, ray_start_s: float, nodes: int,
-             sample: Optional[int] = None, deadline_s: Optional[float] = None,
-             every: Optional[float] = None) -> Estimate:
-    k = sample_size(units.num_rows, plan, sample)
+             k: int, deadline_s: Optional[float] = None, every: Optional[float] = None) -> Estimate:
+    """Time k units of `units` (sample_size) and project the whole."""
     part = sample_units(units, k)
     job = time_sample(part, cfg, plan, every)
     tier1 = (time_sample(part, replace(cfg, second=None), replace(plan, cascade=False), every)
              if cfg.second else None)
-    shards = any(kind in (KIND_TAR, KIND_PARQUET) for kind in units.column("kind").to_pylist())
+    shards = has_shards(units)
     images = round(job.images * units.num_rows / part.num_rows) if shards else units.num_rows
     return Estimate(src, units.num_rows, part.num_rows, images, nodes, plan.describe(), ray_start_s, job,
                     tier1, deadline_s, shards)
@@ -222,11 +221,8 @@ def run_estimate(src: Optional[str], cfg: JobConfig, rc, manifest: Optional[str]
                  sample: Optional[int] = None, deadline_s: Optional[float] = None,
                  out: Optional[str] = None) -> Estimate:
     """Plan SRC (or the manifest) and the resources as `zoomin scan` would, then time a sample."""
-    from .scan import _init_ray, plan_on_cluster
-    from .sources import SourceError, plan_manifest, plan_source
-    units = plan_manifest(manifest, cfg.source) if manifest else plan_source(src, cfg.source)
-    if units.num_rows == 0:
-        raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
+    from .scan import _init_ray, backends_text, plan_on_cluster, plan_units
+    units = plan_units(src, manifest, cfg)
     if out:   # the checks the scan makes of --out, before anything runs (reads only)
         from . import runs
         from .scan import job_identity
@@ -241,7 +237,6 @@ def run_estimate(src: Optional[str], cfg: JobConfig, rc, manifest: Optional[str]
     nodes = sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
     k = sample_size(units.num_rows, plan, sample)
     print(f"zoomin: estimate: timing {k} of {units.num_rows} input(s) of {manifest or src} with backend "
-          f"{cfg.backend if cfg.second is None else cfg.backend + ', then ' + cfg.second.backend}; "
-          f"{plan.describe()}; nothing is written", flush=True)
+          f"{backends_text(cfg)}; {plan.describe()}; nothing is written", flush=True)
     return estimate(manifest or src or "", units, cfg, plan, ray_start_s, max(1, nodes), k, deadline_s,
                     rc.progress_every if rc.progress else None)

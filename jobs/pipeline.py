@@ -26,7 +26,7 @@ from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan
 from . import dedupe
 from .plan import Plan
 from .quarantine import CrashGuard
-from .sources import KIND_PARQUET, KIND_TAR, SourceConfig, iter_inputs
+from .sources import SourceConfig, has_shards, iter_inputs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ class JobConfig:
     source: SourceConfig = field(default_factory=SourceConfig)   # formats, read limit, storage
     backend_options: dict = field(default_factory=dict)
     second: Optional[SecondTier] = None       # --cascade: a second tier for the doubtful images
+
+    def tiers(self) -> tuple["JobConfig", ...]:
+        """Each tier's configuration, first tier first (one without --cascade)."""
+        return (self, self.tier2()) if self.second is not None else (self,)
 
     def tier2(self) -> "JobConfig":
         """The configuration the second tier's actors load their backend from."""
@@ -331,7 +335,7 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, reg
     `registry` (dedupe.start) lets the model actors examine identical bytes once."""
     import ray.data
 
-    if any(k in (KIND_TAR, KIND_PARQUET) for k in units.column("kind").to_pylist()):
+    if has_shards(units):
         read_batch = 1  # a shard holds many images: one shard per task
     read_batch, step = read_split(units.num_rows, plan, read_batch)
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])

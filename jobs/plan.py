@@ -88,8 +88,9 @@ def make_plan(resources: dict, *, actors: Optional[int] = None, actor_cpus: Opti
     if actor_cpus is None:
         # 1 CPU (one torch thread) per actor. Fewer than 4 CPUs: what the reserve leaves, shared
         # by one actor per core (2 cores: two of 0.75 CPU), or by the --actors asked for; with
-        # GPUs or a large model, one actor takes it. On 2 cores two one-thread actors scanned 1.1-1.3x faster than
-        # one of two threads in most runs, never slower beyond the noise (pipeline_vs_loop.py).
+        # GPUs or a large model, one actor takes it. On 2 cores two one-thread actors scanned
+        # 1.1-1.3x faster than one of two threads in most runs, never slower beyond the noise
+        # (pipeline_vs_loop.py).
         free = cpus - reserve
         one = gpus_per_actor or not light
         actor_cpus = 1.0 if cpus >= 4 else free / (actors or (1 if one else math.ceil(free - 1e-9)))

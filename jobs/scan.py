@@ -65,6 +65,14 @@ def _init_ray(rc: RayConfig):
     return ray
 
 
+def plan_units(src: Optional[str], manifest: Optional[str], cfg: JobConfig, exclude: Optional[str] = None):
+    """The objects (or shards) of SRC or the manifest; refused when there are none."""
+    units = plan_manifest(manifest, cfg.source) if manifest else plan_source(src, cfg.source, exclude=exclude)
+    if units.num_rows == 0:
+        raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
+    return units
+
+
 def plan_on_cluster(ray, rc: RayConfig, cfg: JobConfig):
     """The resource plan for this job on the cluster Ray is connected to."""
     # Ray Data's bars count blocks of a stream of unknown length ("Total Progress: 0/?" every
@@ -74,7 +82,7 @@ def plan_on_cluster(ray, rc: RayConfig, cfg: JobConfig):
     return make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
                      gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
                      node_cpus=node_cpus, cascade=cfg.second is not None,
-                     light=all(t.backend == "compact" for t in ((cfg, cfg.tier2()) if cfg.second else (cfg,))))
+                     light=all(t.backend == "compact" for t in cfg.tiers()))
 
 
 def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) -> dict:
@@ -100,7 +108,7 @@ def job_identity(src: Optional[str], manifest: Optional[str], cfg: JobConfig) ->
             "c2pa_trust": hashlib_sha256(ex.decode.c2pa_trust), "cascade": _second_tier(cfg)}
 
 
-def _backends(cfg: JobConfig) -> str:
+def backends_text(cfg: JobConfig) -> str:
     if cfg.second is None:
         return cfg.backend
     return f"{cfg.backend}, then {cfg.second.backend} on first-tier scores in {cfg.second.band}"
@@ -146,10 +154,8 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
     Raises on an unusable SRC / manifest / --out / --model / plan, before any image is read."""
     storage = cfg.source.storage
     t_plan = time.perf_counter()
-    units = plan_manifest(manifest, cfg.source) if manifest else plan_source(src, cfg.source, exclude=out)
-    if units.num_rows == 0:
-        raise SourceError(f"{manifest or src}: no files found" if not manifest else f"{manifest}: empty manifest")
-    for tier in (cfg, cfg.tier2()) if cfg.second is not None else (cfg,):
+    units = plan_units(src, manifest, cfg, exclude=out)
+    for tier in cfg.tiers():
         found = check_model(tier.model, storage, tier.backend, tier.backend_options.get("generated_labels", ()))
         if found.get("labels"):   # how the classifier's classes were read: worth seeing before hours of scanning
             print(f"zoomin: {tier.backend} {tier.model}: {found['labels']}", flush=True)
@@ -179,14 +185,14 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
               f"{todo.num_rows} of {units.num_rows} input(s) left to scan", flush=True)
     what = f"{len(uris)} object(s)" + (f" ({len(shards)} shard(s))" if shards else "")
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
-          f"with backend {_backends(cfg)} ({cfg.examine.stages}); {plan.describe()}", flush=True)
+          f"with backend {backends_text(cfg)} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()
     total = None if shards else todo.num_rows   # a shard holds an unknown number of images
     with runs.Heartbeat(output, run.record), _progress(rc, RowCounter(output, run.run_id), total):
         _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
-                      seconds=time.perf_counter() - t0, plan=plan.describe(), backend=_backends(cfg),
+                      seconds=time.perf_counter() - t0, plan=plan.describe(), backend=backends_text(cfg),
                       stages=cfg.examine.stages, mode=run.mode,
                       notes=run.notes)
     summary = summarise(output, summary, uris, shards)

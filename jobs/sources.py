@@ -62,6 +62,11 @@ class SourceConfig:
     allow_roots: tuple[str, ...] = ()
 
 
+def has_shards(units: pa.Table) -> bool:
+    """Whether a plan holds tar or Parquet shards (each holding an unknown number of images)."""
+    return any(k in (KIND_TAR, KIND_PARQUET) for k in units.column("kind").to_pylist())
+
+
 def _kind(uri: str, fmt: str) -> str:
     if fmt != "auto":
         return {"files": KIND_FILE, "tar": KIND_TAR, "parquet": KIND_PARQUET}[fmt]
