@@ -40,7 +40,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_jpegs  # noqa: E402
 
-PLANS = {"default": [], "one-actor": ["--actors", "1"], "two-actors": ["--actors", "2"]}
+PLANS = {"default": [], "one-actor": ["--actors", "1"], "two-actors": ["--actors", "2"],
+         "fused1": ["ENV:ZOOMIN_FUSE=1"], "fused2": ["ENV:ZOOMIN_FUSE=2"],
+         "b32": ["--batch-size", "32"], "fused32": ["ENV:ZOOMIN_FUSE=1", "ENV:ZOOMIN_FUSE_BATCH=32"],
+         "fused64": ["ENV:ZOOMIN_FUSE=1", "ENV:ZOOMIN_FUSE_BATCH=64"], "fused32c2": ["ENV:ZOOMIN_FUSE=2", "ENV:ZOOMIN_FUSE_BATCH=32"]}
 
 
 def loop(paths: list[Path], backend_name: str, threads: int, batch: int = 8) -> float:
@@ -118,6 +121,8 @@ def scan_cli(src: Path, out: Path, backend: str, flags: list[str]) -> dict:
     """One `zoomin scan` as a user runs it, in its own process; its rates from the commit times."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env.update(dict(f[4:].split("=", 1) for f in flags if f.startswith("ENV:")))
+    flags = [f for f in flags if not f.startswith("ENV:")]
     cmd = [sys.executable, "-m", "jobs.cli", "scan", str(src), "--out", str(out), "--overwrite",
            "--backend", backend, "--no-progress", *flags]
     t0 = time.time()

@@ -329,12 +329,17 @@ def _add_scan(sub) -> None:
                    help="model actors (copies of the model); default: sized from the cluster's CPUs/GPUs")
     r.add_argument("--actor-cpus", type=positive_float, default=None,
                    help="CPUs per model actor, also its torch thread count (default: 1 on machines of 4 CPUs or "
-                        "more; on smaller ones the CPUs the decode tasks leave, shared by one actor per core, "
-                        "or by --actors)")
+                        "more; on smaller ones the CPUs the decode tasks leave, if any, shared by one actor per "
+                        "core, or by --actors)")
     r.add_argument("--gpus-per-actor", type=nonneg_float, default=0.0,
                    help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
     r.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per model call (default 8 on CPU, 16 on GPU)")
+                   help="images per model call (default: 32 on CPU with the compact detector, 8 with a VLM or "
+                        "classifier checkpoint on CPU, 16 on GPU)")
+    r.add_argument("--decode", default="auto", choices=("auto", "actors", "tasks"),
+                   help="where images are read and decoded: in the model actors, each its own images, or in "
+                        "CPU tasks that feed them (auto, the default: in the actors on CPU-only plans, in tasks "
+                        "with GPUs or split stages)")
     r.add_argument("--split-stages", default="auto", choices=("auto", "on", "off"),
                    help="separate scan and zoom actor pools with CPU crop tasks between them, so GPU actors "
                         "only run the model (auto, the default: on when --gpus-per-actor > 0)")

@@ -184,7 +184,7 @@ def cmd_scan(a) -> int:
         rc = RayConfig(address=a.address, num_cpus=a.num_cpus, actors=a.actors, actor_cpus=a.actor_cpus,
                        gpus_per_actor=a.gpus_per_actor, batch_size=a.batch_size, progress=not a.no_progress,
                        progress_every=a.progress_every, verbose=a.verbose,
-                       split_stages={"auto": None, "on": True, "off": False}[a.split_stages],
+                       split_stages={"auto": None, "on": True, "off": False}[a.split_stages], decode=a.decode,
                        stall_s=a.stall_timeout, max_restarts=a.max_restarts)
         weights = models.get("compact")
         if a.prior is not None and (weights is None or Path(weights).exists()):

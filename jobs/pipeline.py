@@ -1,5 +1,6 @@
-"""The scan job on Ray Data, in order: list -> read+decode (CPU tasks) -> scan+zoom (model actors)
-[-> second tier on the doubtful images (its own actors, --cascade)] -> write Parquet.
+"""The scan job on Ray Data, in order: list -> read+decode (CPU tasks, or the model actors themselves
+on CPU plans) -> scan+zoom (model actors) [-> second tier on the doubtful images (its own actors,
+--cascade)] -> write Parquet.
 `zoomin_core.stages.run_chain` is the same chain in one process (`zoomin_core.cascade.run_cascade`
 with a second tier).
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
@@ -19,13 +21,13 @@ import pyarrow as pa
 from zoomin_core.cascade import Band, escalates, first_only, merge, reprepare
 from zoomin_core.decode import prepare
 from zoomin_core.provenance import Signal
-from zoomin_core.records import STATUS_OK, Prepared, ResultRow, View
+from zoomin_core.records import STATUS_DECODE_ERROR, STATUS_OK, Prepared, ResultRow, View
 from zoomin_core.schema import RESULT_SCHEMA, rows_to_table
 from zoomin_core.stages import ExamineConfig, Scanned, crop_stage, examine, scan_stage, zoom_stage
 
 from . import dedupe
 from .plan import Plan
-from .quarantine import CrashGuard
+from .quarantine import POISON_DECODE_MESSAGE, CrashGuard
 from .sources import SourceConfig, has_shards, iter_inputs
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ PREPARED_SCHEMA = pa.schema([
 # 384 MiB: a task reading from S3 (s3fs, aiobotocore and their event loop) peaked at 254 MiB.
 DECODE_TASK_MEMORY = 384 * 1024 * 1024
 MAX_PLAN_BLOCKS = 4000
+# Objects an actor that decodes its own images reads at once: the reads of a call overlap one
+# another (object storage answers each in tens of milliseconds), not the model.
+READ_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -178,14 +183,65 @@ class Examiner(_ModelActor):
     under their own uri."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        prepared = _arrow_to_prepared(batch)
+        return self._examine_batch(_arrow_to_prepared(batch), batch.column("extra").to_pylist())
+
+    def _examine_batch(self, prepared: list[Prepared], extras: list) -> pa.Table:
         shared, pending = self.registry.claim(_ok_ids(prepared))
         fresh, source = dedupe.split_batch(prepared, shared, pending)
         rows: list = [None] * len(prepared)
         _fill(rows, fresh, self._examine([prepared[k] for k in fresh]))
         self.registry.publish(*_outcomes(prepared, rows, fresh))
         _resolve(prepared, rows, source, shared, self.registry, self._examine)
-        return self._emit(rows, prepared, batch.column("extra").to_pylist())
+        return self._emit(rows, prepared, extras)
+
+
+class ReadingExaminer(Examiner):
+    """Model actor of CPU plans: reads and decodes its own inputs (plan rows: objects, or one shard
+    a call), `plan.batch_size` images at a time, and examines them as Examiner does. The objects
+    of a call are read by a thread pool, all at once; decoding runs in the actor's own thread,
+    under a crash guard of its own (an input whose decoding kills the process is isolated as the
+    model's poison images are)."""
+
+    def __init__(self, cfg: JobConfig, plan: Plan, registry=None):
+        super().__init__(cfg, plan, registry)
+        self.chunk = plan.batch_size
+        self.reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="zoomin-read")
+        self.decode_guard = CrashGuard(step="decode")
+        self.before_decode = getattr(self.backend, "before_decode", None)   # a test backend's hook
+
+    def __call__(self, units: pa.Table) -> pa.Table:
+        rows = units.to_pylist()
+        if has_shards(units):   # one shard a call (build): its members stream, a chunk at a time
+            inputs = (x for unit in rows for x in iter_inputs(unit, self.cfg.source))
+        else:                   # objects: read together, decoded in order
+            inputs = (x for got in self.reads.map(lambda u: list(iter_inputs(u, self.cfg.source)), rows) for x in got)
+        tables, chunk = [], []
+        for x in inputs:
+            chunk.append(x)
+            if len(chunk) == self.chunk:
+                tables.append(self._decode_and_examine(chunk))
+                chunk = []
+        if chunk or not tables:
+            tables.append(self._decode_and_examine(chunk))
+        return pa.concat_tables(tables)
+
+    def _decode_and_examine(self, chunk: list) -> pa.Table:
+        prepared = self.decode_guard.run([item for item, _ in chunk], self._decode, lambda item: item.uri,
+                                         self._poisoned)
+        return self._examine_batch(prepared, [extra for _, extra in chunk])
+
+    def _decode(self, items: list) -> list[Prepared]:
+        out = []
+        for item in items:
+            if self.before_decode is not None:
+                self.before_decode(item.uri)
+            out.append(prepare(item, self.cfg.examine.decode))
+        return out
+
+    @staticmethod
+    def _poisoned(item) -> Prepared:
+        return Prepared(item.image_id, item.uri, STATUS_DECODE_ERROR,
+                        POISON_DECODE_MESSAGE, nbytes=len(item.data or b""))
 
 
 def _ok_ids(prepared: list[Prepared]) -> list[str]:
@@ -335,15 +391,21 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, reg
     `registry` (dedupe.start) lets the model actors examine identical bytes once."""
     import ray.data
 
-    if has_shards(units):
+    shards = has_shards(units)
+    if shards:
         read_batch = 1  # a shard holds many images: one shard per task
     read_batch, step = read_split(units.num_rows, plan, read_batch)
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
-    ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
-                        batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
     model = dict(fn_constructor_kwargs={"cfg": cfg, "plan": plan, "registry": registry}, batch_format="pyarrow",
                  batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                  num_cpus=plan.pool_cpus, num_gpus=plan.pool_gpus or None)
+    if plan.decode_in_actors:
+        # As many inputs a call as the actor examines at once, fewer where that would leave actors idle.
+        per_call = 1 if shards else max(1, min(plan.batch_size, -(-units.num_rows // plan.actors)))
+        ds = ds.map_batches(ReadingExaminer, **{**model, "batch_size": per_call})
+        return ds.map_batches(Escalator, **model) if cfg.second is not None else ds
+    ds = ds.map_batches(read_and_prepare, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                        batch_size=read_batch, num_cpus=plan.task_cpus, memory=DECODE_TASK_MEMORY)
     if not (plan.split and cfg.examine.zoom):
         ds = ds.map_batches(Examiner, **model)
     else:

@@ -34,6 +34,7 @@ class RayConfig:
     gpus_per_actor: float = 0.0
     batch_size: Optional[int] = None
     split_stages: Optional[bool] = None   # None: split scan and zoom pools when actors use GPUs
+    decode: str = "auto"           # where images are decoded: "actors", "tasks", "auto" (plan.make_plan)
     progress: bool = True
     progress_every: float = 30.0   # seconds between progress lines in a log (a terminal redraws in place)
     verbose: bool = False          # Ray's own progress bars and log lines too
@@ -81,7 +82,7 @@ def plan_on_cluster(ray, rc: RayConfig, cfg: JobConfig):
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=None)
     return make_plan(ray.cluster_resources(), actors=rc.actors, actor_cpus=rc.actor_cpus,
                      gpus_per_actor=rc.gpus_per_actor, batch_size=rc.batch_size, split=rc.split_stages,
-                     node_cpus=node_cpus, cascade=cfg.second is not None,
+                     node_cpus=node_cpus, cascade=cfg.second is not None, decode=rc.decode,
                      light=all(t.backend == "compact" for t in cfg.tiers()))
 
 

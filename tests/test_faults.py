@@ -125,6 +125,23 @@ def test_an_image_that_kills_the_model_process_is_isolated(ray_local, tmp_path, 
     assert all(r["status"] == "ok" for n, r in rows.items() if n != "poison.jpg")
 
 
+def test_an_input_that_kills_the_decoding_actor_is_isolated(ray_local, tmp_path):
+    """Actors that decode their own images (CPU plans): a decoder crash kills the actor; the
+    restarted actor decodes that batch one input at a time and gives the culprit its own row."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"img_{i:02d}.jpg").write_bytes(_small_jpeg(i))
+    (src / "crashes_decoder.jpg").write_bytes(_small_jpeg(99))
+    cfg = JobConfig(backend="fake", backend_options={"crash_decoding": "crashes_decoder"})
+    s = run_scan(str(src), str(tmp_path / "out"), cfg, RayConfig(progress=False, batch_size=4, decode="actors"))
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_results(tmp_path / "out").to_pylist()}
+    assert s.complete and len(rows) == 13
+    bad = rows["crashes_decoder.jpg"]
+    assert bad["status"] == "decode_error" and "died while reading and decoding" in bad["error"]
+    assert all(r["status"] == "ok" for n, r in rows.items() if n != "crashes_decoder.jpg")
+
+
 def test_a_stalled_pipeline_is_stopped_and_what_is_missing_run_again(ray_local, tmp_path, monkeypatch):
     """A model call that never returns after a node was lost (as Ray Data's lost read task
     does): the watchdog stops the attempt, and a second one finishes exactly the missing rows."""

@@ -3,26 +3,44 @@ import pytest
 from jobs.plan import PlanError, make_plan
 
 
-def test_two_cpus_leaves_room_for_decode_tasks():
+def test_two_cpus_one_actor_per_core_each_decoding_its_own():
     p = make_plan({"CPU": 2.0})
-    assert p.actors == 2 and p.actor_cpus == 0.75 and p.threads == 1   # one single-threaded actor per core
-    assert p.actors * p.actor_cpus + p.task_cpus <= 2.0
-    assert p.device == "cpu"
-    one = make_plan({"CPU": 2.0}, actors=1)   # --actors 1: that actor takes what the reserve leaves
-    assert one.actor_cpus == 1.5 and one.threads == 2
-    assert make_plan({"CPU": 2.0, "GPU": 1.0}, gpus_per_actor=1).actor_cpus == 1.5
-    big = make_plan({"CPU": 2.0}, light=False)   # a VLM: one copy, all the threads
-    assert (big.actors, big.actor_cpus, big.threads) == (1, 1.5, 2)
+    assert p.decode_in_actors and p.task_cpus == 0 and p.batch_size == 32
+    assert p.actors == 2 and p.actor_cpus == 1.0 and p.threads == 1   # one single-threaded actor per core
+    assert p.device == "cpu" and "reading and decoding its own images" in p.describe()
+    one = make_plan({"CPU": 2.0}, actors=1)   # --actors 1: that actor takes every CPU
+    assert one.actor_cpus == 2.0 and one.threads == 2
+    big = make_plan({"CPU": 2.0}, light=False)   # a VLM: one copy, all the threads, batches of 8
+    assert (big.actors, big.actor_cpus, big.threads, big.batch_size) == (1, 2.0, 2, 8)
 
 
-def test_one_cpu_splits_it():
+def test_decode_tasks_keep_their_cpus():
+    p = make_plan({"CPU": 2.0}, decode="tasks")
+    assert not p.decode_in_actors and p.actors == 2 and p.actor_cpus == 0.75 and p.threads == 1
+    assert p.actors * p.actor_cpus + p.task_cpus <= 2.0 and p.batch_size == 8
+    assert "decode tasks 0.5 CPU each" in p.describe()
+    assert make_plan({"CPU": 2.0}, actors=1, decode="tasks").actor_cpus == 1.5
+    gpu = make_plan({"CPU": 2.0, "GPU": 1.0}, gpus_per_actor=1)    # GPU plans: decode tasks by default
+    assert not gpu.decode_in_actors and gpu.actor_cpus == 1.5
+    one_pool = make_plan({"CPU": 8.0, "GPU": 1.0}, gpus_per_actor=1, split=False, decode="actors")
+    assert one_pool.decode_in_actors
+    with pytest.raises(PlanError, match="--split-stages off"):
+        make_plan({"CPU": 8.0, "GPU": 1.0}, gpus_per_actor=1, decode="actors")
+    assert not make_plan({"CPU": 2.0}, split=True).decode_in_actors   # split pools are fed by tasks
+
+
+def test_one_cpu():
     p = make_plan({"CPU": 1.0})
+    assert p.actors == 1 and p.actor_cpus == 1.0 and p.decode_in_actors
+    p = make_plan({"CPU": 1.0}, decode="tasks")
     assert p.actors == 1 and p.actor_cpus == 0.5 and p.task_cpus == 0.5
 
 
-def test_sixteen_cpus_keeps_a_quarter_for_decoding():
-    p = make_plan({"CPU": 16.0})
-    assert p.actors == 12 and p.actor_cpus == 1.0 and p.threads == 1
+def test_sixteen_cpus():
+    p = make_plan({"CPU": 16.0})   # a CPU in eight left to the driver, Ray and the writes
+    assert p.actors == 14 and p.actor_cpus == 1.0 and p.threads == 1
+    p = make_plan({"CPU": 16.0}, decode="tasks")   # a quarter kept for decoding
+    assert p.actors == 12 and p.actor_cpus == 1.0
 
 
 def test_gpu_actors_sized_from_gpus():
@@ -39,7 +57,10 @@ def test_refuses_gpu_actors_without_gpus():
 
 def test_refuses_plan_that_starves_reads():
     with pytest.raises(PlanError, match="stall"):
-        make_plan({"CPU": 2.0}, actors=2, actor_cpus=1.0)
+        make_plan({"CPU": 2.0}, actors=2, actor_cpus=1.0, decode="tasks")
+    assert make_plan({"CPU": 2.0}, actors=2, actor_cpus=1.0).actors == 2   # actors that decode need no reserve
+    with pytest.raises(PlanError, match="wait forever"):
+        make_plan({"CPU": 2.0}, actors=3, actor_cpus=1.0)
 
 
 def test_overrides_are_respected():
@@ -61,7 +82,8 @@ def test_gpu_plans_split_scan_and_zoom_pools_by_default():
 
 def test_actors_fit_on_a_node():
     """Two 1-CPU nodes: 2 CPUs in all, but no actor may ask for 1.5 of them (it would wait forever)."""
-    p = make_plan({"CPU": 2.0}, node_cpus=1.0)
+    assert make_plan({"CPU": 2.0}, node_cpus=1.0, actors=1).actor_cpus == 1.0   # one per node at most
+    p = make_plan({"CPU": 2.0}, node_cpus=1.0, decode="tasks")
     assert p.actor_cpus <= 0.75 and p.actors >= 1
     # and whatever node Ray puts each actor on, one node keeps room for a decode task
     per_node = int(1.0 // p.actor_cpus)
@@ -81,5 +103,5 @@ def test_small_jobs_are_cut_so_every_actor_gets_work():
     per_task, per_block = read_split(1_000_000, big)
     assert per_task == 16 and -(-1_000_000 // per_block) <= min(MAX_PLAN_BLOCKS, 200)
     # One actor on two CPUs: 48 images in three blocks of 16, as before.
-    assert read_split(48, make_plan({"CPU": 2.0})) == (16, 16)
+    assert read_split(48, make_plan({"CPU": 2.0}, actors=1, decode="tasks")) == (16, 16)
     assert read_split(1, big) == (1, 1)

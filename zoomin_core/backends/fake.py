@@ -7,7 +7,9 @@ Setting `fail_on_mean_above` makes it raise on matching images, to exercise erro
 first scan if that file does not exist yet, creating it, to exercise actor replacement;
 `crash_on_mean_above` makes it die on every batch holding a matching image (a poison image);
 `hang_once_marker` makes its first scan never return if that file does not exist yet (creating
-it), as a task lost with its node looks to the driver.
+it), as a task lost with its node looks to the driver; `crash_decoding` makes an actor that
+decodes its own images die before decoding any input whose uri contains that text (an image
+that crashes the decoder).
 """
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ class FakeBackend:
 
     def __init__(self, model: Optional[str] = None, fail_on_mean_above: Optional[float] = None,
                  crash_once_marker: Optional[str] = None, crash_on_mean_above: Optional[float] = None,
-                 hang_once_marker: Optional[str] = None, threshold: float = 0.5):
+                 hang_once_marker: Optional[str] = None, threshold: float = 0.5,
+                 crash_decoding: Optional[str] = None):
         self.threshold = threshold
+        self.crash_decoding = crash_decoding
         self.fail_on_mean_above = fail_on_mean_above
         self.crash_once_marker = crash_once_marker
         self.crash_on_mean_above = crash_on_mean_above
@@ -35,6 +39,11 @@ class FakeBackend:
     @property
     def model_id(self) -> str:
         return "fake-1"
+
+    def before_decode(self, uri: str) -> None:
+        """Called by jobs.pipeline.ReadingExaminer before it decodes an input."""
+        if self.crash_decoding and self.crash_decoding in uri:
+            os._exit(139)
 
     def _check(self, pixels: np.ndarray) -> None:
         if self.fail_on_mean_above is not None and pixels.mean() / 255 > self.fail_on_mean_above:
