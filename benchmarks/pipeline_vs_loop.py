@@ -1,6 +1,6 @@
 """Throughput of `zoomin scan` (Ray) against a plain single-process loop, same model, same images.
 
-    python benchmarks/pipeline_vs_loop.py [--n 480] [--side 384] [--repeat 3] [--plans default,one-actor]
+    python benchmarks/pipeline_vs_loop.py [--n 480] [--side 384] [--repeat 3] [--plans default,decode-tasks]
                                           [--backend compact] [--json FILE]
 
 The images are JPEGs cut from packaged real photos (benchmarks/common.py). Each repeat runs, one
@@ -9,9 +9,10 @@ after the other so that the machine's drift hits all alike: the plain loop
 with one thread), then `zoomin scan IMAGES --out OUT` as a user runs it (a new process that
 imports, starts its local Ray cluster, plans, scans and writes) under each plan:
 
-  default     the job's own plan for this machine
-  one-actor   --actors 1 (one model actor with all the CPUs the decode tasks leave)
-  two-actors  --actors 2
+  default       the job's own plan for this machine
+  decode-tasks  --decode tasks (CPU tasks read and decode, the actors only run the model)
+  one-actor     --actors 1 (one model actor with all the CPUs)
+  two-actors    --actors 2
 
 From the job's output the script reads when each Parquet file was committed and how many rows
 it holds. The steady rate is the rows committed after the first tenth over the time since
@@ -40,10 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_jpegs  # noqa: E402
 
-PLANS = {"default": [], "one-actor": ["--actors", "1"], "two-actors": ["--actors", "2"],
-         "fused1": ["ENV:ZOOMIN_FUSE=1"], "fused2": ["ENV:ZOOMIN_FUSE=2"],
-         "b32": ["--batch-size", "32"], "fused32": ["ENV:ZOOMIN_FUSE=1", "ENV:ZOOMIN_FUSE_BATCH=32"],
-         "fused64": ["ENV:ZOOMIN_FUSE=1", "ENV:ZOOMIN_FUSE_BATCH=64"], "fused32c2": ["ENV:ZOOMIN_FUSE=2", "ENV:ZOOMIN_FUSE_BATCH=32"]}
+PLANS = {"default": [], "decode-tasks": ["--decode", "tasks"], "one-actor": ["--actors", "1"],
+         "two-actors": ["--actors", "2"]}
 
 
 def loop(paths: list[Path], backend_name: str, threads: int, batch: int = 8) -> float:
@@ -71,7 +70,7 @@ def commits(out: Path) -> list[tuple[float, int]]:
     return points
 
 
-GROUPS = ("model actors", "decode tasks", "driver", "Ray's own processes")
+GROUPS = ("model actors", "decode and write tasks", "driver", "Ray's own processes")
 
 
 def _group(title: str, driver: int, pid: int) -> str:
@@ -80,7 +79,7 @@ def _group(title: str, driver: int, pid: int) -> str:
     if "MapWorker" in title:
         return "model actors"
     if "read_and_prepare" in title or "cut_crops" in title or "Write" in title:
-        return "decode tasks"     # (and the light write tasks)
+        return "decode and write tasks"
     return "Ray's own processes"
 
 
@@ -121,8 +120,6 @@ def scan_cli(src: Path, out: Path, backend: str, flags: list[str]) -> dict:
     """One `zoomin scan` as a user runs it, in its own process; its rates from the commit times."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    env.update(dict(f[4:].split("=", 1) for f in flags if f.startswith("ENV:")))
-    flags = [f for f in flags if not f.startswith("ENV:")]
     cmd = [sys.executable, "-m", "jobs.cli", "scan", str(src), "--out", str(out), "--overwrite",
            "--backend", backend, "--no-progress", *flags]
     t0 = time.time()
@@ -154,7 +151,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=480, help="number of images (default 480)")
     ap.add_argument("--side", type=int, default=384, help="long side of each JPEG (default 384)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of loop and plans, medians printed (default 3)")
-    ap.add_argument("--plans", default="default,one-actor", help=f"plans to run, of {','.join(PLANS)}")
+    ap.add_argument("--plans", default="default,decode-tasks", help=f"plans to run, of {','.join(PLANS)}")
     ap.add_argument("--backend", default="compact")
     ap.add_argument("--json", default=None, help="also write the figures here")
     a = ap.parse_args()

@@ -1,10 +1,11 @@
 """Scanning from object storage versus local disk, and the driver's memory as a prefix grows.
 
-    python benchmarks/s3_vs_local.py [--n 96] [--side 1024] [--small 10000,100000]
+    python benchmarks/s3_vs_local.py [--n 96] [--side 1024] [--small 10000,100000] [--decode actors,tasks]
 
 1. Throughput: the same JPEGs scanned by `zoomin scan` (compact backend, local Ray cluster) from a
    local folder and from a loopback S3 server (moto, its own process), results written beside
-   them; images/s of each whole run and the ratio, in one run.
+   them; images/s of each whole run and the ratio, in one run, for each --decode (model actors
+   that read and decode their own images, the CPU default; or decode tasks).
 2. Driver memory: prefixes of many small objects (sizes from --small) are planned the way
    `zoomin scan` plans them - list the prefix (paged), build the plan table, hand its blocks to
    Ray Data - each in a fresh driver process; its peak RSS (VmHWM, reset after start-up) over
@@ -69,14 +70,14 @@ print(json.dumps({"keys": n, "base_mb": base, "planned_mb": planned, "peak_mb": 
 """
 
 
-def scan_rate(src: str, out: str, endpoint: str) -> float:
+def scan_rate(src: str, out: str, endpoint: str, decode: str = "auto") -> float:
     from jobs.pipeline import JobConfig
     from jobs.scan import RayConfig, run_scan
     from jobs.sources import SourceConfig
     from jobs.storage import StorageConfig
     cfg = JobConfig(source=SourceConfig(storage=StorageConfig(endpoint_url=endpoint)))
     t0 = time.perf_counter()
-    s = run_scan(src, out, cfg, RayConfig(progress=False), overwrite=True)
+    s = run_scan(src, out, cfg, RayConfig(progress=False, decode=decode), overwrite=True)
     assert s.complete and s.by_status.get("ok") == s.inputs, s.text()
     return s.inputs / (time.perf_counter() - t0)
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=1024, help="long side of each JPEG")
     ap.add_argument("--small", default="10000,100000", help="prefix sizes for the driver-memory part")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--decode", default="actors,tasks", help="--decode values to compare (default actors,tasks)")
     a = ap.parse_args()
     env = dict(os.environ, RAY_AUTH_MODE="disabled", AWS_ACCESS_KEY_ID=TEST_KEY,
                AWS_SECRET_ACCESS_KEY=TEST_SECRET, AWS_DEFAULT_REGION="us-east-1",
@@ -101,14 +103,17 @@ def main() -> None:
             put_many(client, "bench", {f"imgs/{p.name}": p.read_bytes() for p in paths})
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
             scan_rate(str(Path(d) / "imgs"), str(Path(d) / "warm"), endpoint)  # warm-up: imports, caches
-            local = scan_rate(str(Path(d) / "imgs"), str(Path(d) / "out"), endpoint)
-            remote = scan_rate("s3://bench/imgs/", "s3://bench/out/", endpoint)
+            rates = {}
+            for mode in a.decode.split(","):
+                rates[mode] = (scan_rate(str(Path(d) / "imgs"), str(Path(d) / f"out-{mode}"), endpoint, mode),
+                               scan_rate("s3://bench/imgs/", f"s3://bench/out-{mode}/", endpoint, mode))
             ray.shutdown()
-            print(f"throughput, {a.n} JPEGs of {a.side} px, compact backend, {os.cpu_count()} CPUs:")
-            print(f"  local disk -> local Parquet: {local:6.2f} images/s")
-            print(f"  loopback S3 -> S3 Parquet:   {remote:6.2f} images/s   (S3/local = {remote / local:.2f})")
+            print(f"throughput, {a.n} JPEGs of {a.side} px, compact backend, {os.cpu_count()} CPUs, whole runs:")
+            for mode, (local, remote) in rates.items():
+                print(f"  --decode {mode:6s}  local disk -> local Parquet: {local:6.2f} images/s; loopback S3 -> "
+                      f"S3 Parquet: {remote:6.2f} images/s (S3/local = {remote / local:.2f})")
         results = []
-        for n in [int(x) for x in a.small.split(",")]:
+        for n in [int(x) for x in a.small.split(",") if x]:
             t0 = time.perf_counter()
             put_many(client, "bench", {f"small-{n}/{i:07d}.jpg": b"x" for i in range(n)}, threads=32)
             upload = time.perf_counter() - t0

@@ -136,13 +136,17 @@ def sample_units(units: pa.Table, k: int) -> pa.Table:
 
 
 def sample_size(units: int, plan: Plan, asked: Optional[int]) -> int:
-    return min(units, asked or max(MIN_SAMPLE, PER_ACTOR * plan.actors))
+    # Actors that decode their own images return a block a call: four calls each, for a steady rate.
+    per_actor = max(PER_ACTOR, 4 * plan.batch_size) if plan.decode_in_actors else PER_ACTOR
+    return min(units, asked or max(MIN_SAMPLE, per_actor * plan.actors))
 
 
 def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan, every: Optional[float] = None) -> Timing:
     """Run the pipeline on `units` and time the rows as they come back (a line every `every` s)."""
     # Rows come back a block at a time (one per decode task's input): at least 16 blocks where
     # the sample allows, so that a steady rate can be read (the job itself cuts 16 objects a block).
+    if plan.decode_in_actors:   # there a block comes back per actor call: at least four calls each
+        plan = replace(plan, batch_size=max(1, min(plan.batch_size, units.num_rows // (4 * plan.actors))))
     ds = build(units, cfg, plan, read_batch=max(1, min(16, units.num_rows // 16)))
     t0 = shown = time.perf_counter()
     arrivals: list[tuple[float, int]] = []
