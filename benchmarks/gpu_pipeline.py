@@ -11,7 +11,9 @@ On a local Ray cluster with all of this machine's CPUs and GPUs, over the same N
   - gpu1: `--gpus-per-actor 1 --split-stages off`: scan and zoom in one actor, crops cut inside it;
   - gpu1-split: `--gpus-per-actor 1` (the default with GPUs): decode tasks -> scan actors -> CPU
     crop tasks -> zoom actors;
-  - gpu05-split: `--gpus-per-actor 0.5`: two actor slots sharing the GPU.
+  - gpu05-split: `--gpus-per-actor 0.5`: two actor slots sharing the GPU;
+  - gpu1-decoding: `--gpus-per-actor 1 --split-stages off --decode actors`: one actor reads,
+    decodes, scans and zooms (the CPU plans' way, on a GPU).
 (--plans picks some; decode and cpu always run.) Each model plan is warmed up on a few images
 (imports, Ray's workers), then timed twice: once as `zoomin scan --estimate` times a sample (all
 N images through the same pipeline, rows back to the driver: the steady rate, start-up, and each
@@ -40,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from common import large_jpegs  # noqa: E402
 
-PLANS = {  # name: (gpus per actor, split stages)
-    "cpu": (0.0, False),
-    "gpu1": (1.0, False),         # one pool: scan and zoom in one actor
-    "gpu1-split": (1.0, True),    # the default with GPUs
-    "gpu05-split": (0.5, True),   # two actor slots sharing the GPU
+PLANS = {  # name: (gpus per actor, split stages, --decode)
+    "cpu": (0.0, False, "auto"),
+    "gpu1": (1.0, False, "tasks"),         # one pool: scan and zoom in one actor
+    "gpu1-split": (1.0, True, "auto"),     # the default with GPUs
+    "gpu05-split": (0.5, True, "auto"),    # two actor slots sharing the GPU
+    "gpu1-decoding": (1.0, False, "actors"),   # the actor reads and decodes too
 }
 
 
@@ -170,15 +173,15 @@ def main() -> None:
               f"(read, decode the view, cut two crops; {cpus} CPUs, no model)", flush=True)
 
         for name in plans:
-            gpa, split = PLANS[name]
-            rc = RayConfig(gpus_per_actor=gpa, split_stages=split, progress=False)
+            gpa, split, decode = PLANS[name]
+            rc = RayConfig(gpus_per_actor=gpa, split_stages=split, decode=decode, progress=False)
             try:  # the first run of a plan pays imports and start-up
                 run_scan(str(warm), str(Path(d) / "warm"), cfg, rc, overwrite=True)
             except PlanError as e:  # e.g. two GPU slots on a machine with too few CPUs
                 figures[name] = {"refused": str(e)}
                 print(f"  {name:12s} refused by the planner: {e}", flush=True)
                 continue
-            plan = make_plan(ray.cluster_resources(), gpus_per_actor=gpa, split=split)
+            plan = make_plan(ray.cluster_resources(), gpus_per_actor=gpa, split=split, decode=decode)
             with GpuSampler() as gpu:
                 timing = time_sample(units, cfg, plan)
             t1 = time.perf_counter()

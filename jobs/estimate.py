@@ -9,8 +9,9 @@ rows come back to this process instead of Parquet. From their arrival times:
   - steady rate: rows after the first tenth of the sample over the time since, which is what a
     long job sees once its actors are up;
   - the whole source at that rate, and the nodes a --deadline needs, assuming the rate grows with
-    the number of nodes like those of this cluster (each node adds its own actors and decode
-    tasks; the driver and object storage must keep up, which a sample on one cluster cannot show).
+    the number of nodes like those of this cluster (each node adds its own actors, and decode
+    tasks where they are used; the driver and object storage must keep up, which a sample on one
+    cluster cannot show).
 With --cascade, the first tier is timed alone too, so that each tier's cost reads apart: the
 second tier's seconds per escalated image and the share of the sample it took.
 """
@@ -143,8 +144,9 @@ def sample_size(units: int, plan: Plan, asked: Optional[int]) -> int:
 
 def time_sample(units: pa.Table, cfg: JobConfig, plan: Plan, every: Optional[float] = None) -> Timing:
     """Run the pipeline on `units` and time the rows as they come back (a line every `every` s)."""
-    # Rows come back a block at a time (one per decode task's input): at least 16 blocks where
-    # the sample allows, so that a steady rate can be read (the job itself cuts 16 objects a block).
+    # Rows come back a block at a time (one per decode task's input, or per actor call where the
+    # actors decode): at least 16 blocks where the sample allows, so that a steady rate can be read
+    # (the job itself cuts 16 objects a block).
     if plan.decode_in_actors:   # there a block comes back per actor call: at least four calls each
         plan = replace(plan, batch_size=max(1, min(plan.batch_size, units.num_rows // (4 * plan.actors))))
     ds = build(units, cfg, plan, read_batch=max(1, min(16, units.num_rows // 16)))

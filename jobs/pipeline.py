@@ -400,6 +400,8 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, reg
                  batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                  num_cpus=plan.pool_cpus, num_gpus=plan.pool_gpus or None)
     if plan.decode_in_actors:
+        from .quiet import drop_no_free_cpu_warning
+        drop_no_free_cpu_warning()
         # As many inputs a call as the actor examines at once, fewer where that would leave actors idle.
         per_call = 1 if shards else max(1, min(plan.batch_size, -(-units.num_rows // plan.actors)))
         ds = ds.map_batches(ReadingExaminer, **{**model, "batch_size": per_call})

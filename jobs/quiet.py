@@ -81,3 +81,20 @@ def _forward(r: int, real: int) -> None:
             out, pending = out + pending, b""
         if out:
             os.write(real, out)
+
+
+class _NoFreeCpuWarning:
+    """Drops Ray Data's warning that a cluster with no free CPUs "will hang": a plan whose model
+    actors decode their own images takes every CPU by design, and none of its tasks needs one."""
+
+    def filter(self, record) -> bool:
+        return "does not have any available CPUs" not in record.getMessage()
+
+
+def drop_no_free_cpu_warning() -> None:
+    """Install the filter once (it is logged by ray.data.dataset at each execution, --verbose only)."""
+    import logging
+    log = logging.getLogger("ray.data.dataset")
+    if not any(isinstance(f, _NoFreeCpuWarning) for f in log.filters):
+        log.addFilter(_NoFreeCpuWarning())
+
