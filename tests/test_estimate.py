@@ -7,7 +7,7 @@ import pytest
 
 from jobs.args import duration
 from jobs.cli import main
-from jobs.estimate import Estimate, Timing, sample_units, steady
+from jobs.estimate import Estimate, Timing, actor_bound, sample_units, steady
 from tests.conftest import jpeg_bytes
 
 
@@ -19,8 +19,23 @@ def test_steady_rate_and_start_up_from_arrivals():
     # too few blocks (two arriving together read as 1,600 images/s once): the whole run's rate
     assert steady([(2.0, 50)], 2.0) == (25.0, 0.0, False)
     assert steady([(9.0, 10), (9.01, 20)], 10.0) == (2.0, 0.0, False)
+    # two workers, each a block of 10 rows every second, in step: 20 images/s, not more
+    pairs = [(4.0 + (i // 2) + 1 + 0.01 * (i % 2), 10 * (i + 1)) for i in range(20)]
+    rate, startup, measured = steady(pairs, pairs[-1][0])
+    assert measured and rate == pytest.approx(20.0, rel=0.02) and startup == pytest.approx(4.0, abs=0.5)
+    # the same, the first tenth ending on the first block of a pair (read as 21.2 from it to the last)
+    rate, _, _ = steady(pairs[2:], pairs[-1][0])
+    assert rate == pytest.approx(20.0, rel=0.02)
     e = Estimate("d", 20, 20, 20, 1, "p", 1.0, Timing(20, 0.0, 2.0, 10.0, steady=False, blocks=2))
     assert "too few for a steady rate" in e.text() and "  steady rate:" not in e.text()
+
+
+def test_model_actors_bound_the_rate():
+    # two actors, 256 images: the zoom actors busy 4 s in all (64 images/s each at most); decode
+    # tasks are not actors and bound nothing here
+    stages = {"read_and_prepare": (1.0, 0.8), "Scanner": (2.0, 2.0), "Zoomer": (4.0, 3.9)}
+    assert actor_bound(stages, 2, 256) == pytest.approx(128.0)
+    assert actor_bound({"read_and_prepare": (1.0, 1.0)}, 2, 256) is None
 
 
 def test_a_sample_spreads_over_the_listing():
