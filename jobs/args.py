@@ -229,7 +229,7 @@ def _add_scan(sub) -> None:
                         "and left untouched")
     p.add_argument("--estimate-sample", type=positive_int, default=None, metavar="N",
                    help="with --estimate: objects (or shards) to time, spread over the listing (default: the "
-                        "larger of 256 and 32 per model actor; below about 60 no steady rate can be read)")
+                        "larger of 256 and four calls per model actor; below about 60 no steady rate can be read)")
     p.add_argument("--deadline", type=duration, default=None, metavar="DURATION",
                    help="with --estimate: how long the whole scan may take, e.g. 8h, 90m, 1h30m or 3600 (seconds); "
                         "the estimate prints how many nodes like this cluster's it needs, and exits 1 when this "
@@ -334,8 +334,9 @@ def _add_scan(sub) -> None:
     r.add_argument("--gpus-per-actor", type=nonneg_float, default=0.0,
                    help="GPUs per model actor; fractions share a GPU (default 0: CPU)")
     r.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per model call (default: 32 on CPU with the compact detector, 8 with a VLM or "
-                        "classifier checkpoint on CPU, 16 on GPU)")
+                   help="images per model call (default: 32 on CPU with the compact detector when the actors "
+                        "decode their own images; 8 with decode tasks, or with a VLM or classifier checkpoint on "
+                        "CPU; 16 on GPU)")
     r.add_argument("--decode", default="auto", choices=("auto", "actors", "tasks"),
                    help="where images are read and decoded: in the model actors, each its own images, or in "
                         "CPU tasks that feed them (auto, the default: in the actors on CPU-only plans, in tasks "

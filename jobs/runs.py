@@ -187,10 +187,14 @@ def decide(out: Output, job: dict, overwrite: bool, incremental: bool, rescan: b
             run.mode = "resume"
         elif incremental:
             run.mode = "incremental"
-        else:
+        changed = [k for k in SETTINGS if before.get(k) != job.get(k)]
+        if run.mode == "new" and changed:   # --incremental would be refused for the settings: say so now
+            raise OutputError(f"{out.uri} already holds a complete run of this job, made with other settings "
+                              f"({', '.join(changed)}); pass --rescan to scan everything again with these "
+                              "settings, or choose a new --out")
+        if run.mode == "new":
             raise OutputError(f"{out.uri} already holds a complete run of this job; pass --incremental to "
                               "scan only images added since, --rescan to scan everything again, or choose a new --out")
-        changed = [k for k in SETTINGS if before.get(k) != job.get(k)]
         if changed and run.mode != "rescan":
             said = lambda v: "not set" if v is None else repr(v)  # noqa: E731
             was = "; ".join(f"{k} was {said(before[k])}, now {said(job.get(k))}" if k in before else

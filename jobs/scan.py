@@ -185,6 +185,8 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
         print(f"zoomin: {run.mode}: {len(run.done)} row(s) already in {output.uri}; "
               f"{todo.num_rows} of {units.num_rows} input(s) left to scan", flush=True)
     what = f"{len(uris)} object(s)" + (f" ({len(shards)} shard(s))" if shards else "")
+    if run.done and not shards:
+        what = f"the {todo.num_rows} left of {what}"
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {backends_text(cfg)} ({cfg.examine.stages}); {plan.describe()}", flush=True)
     t0 = time.perf_counter()

@@ -135,6 +135,9 @@ def test_incremental_runs_scan_only_new_images(ray_local, tmp_path, capsys):
     _images(src, 1, start=9)
     assert main(base + ["--stages", "scan", "--incremental"]) == 2
     assert "stages was 'scan,zoom', now 'scan'" in capsys.readouterr().err
+    assert main(base + ["--stages", "scan"]) == 2   # without a flag: the settings are named, not --incremental
+    err = capsys.readouterr().err
+    assert "made with other settings (stages)" in err and "--rescan" in err and "--incremental" not in err
     (src / "img_0009.jpg").unlink()
     # Another SRC is another job: refused unless --overwrite.
     assert main(["scan", str(src / "img_0001.jpg"), "--out", str(out), "--no-progress", "--backend", "fake",
