@@ -6,8 +6,9 @@ whole) runs through the same pipeline as the real job (`pipeline.build`, the sam
 rows come back to this process instead of Parquet. From their arrival times:
   - start-up: from launch to the time the first row would have come at the steady rate (actor
     start, model load, the first batch); Ray's own start is timed apart;
-  - steady rate: rows after the first tenth of the sample over the time since, which is what a
-    long job sees once its actors are up;
+  - steady rate: the least-squares slope of the rows after the first tenth of the sample (never
+    above what the model actors' busy time allows), which is what a long job sees once its
+    actors are up;
   - the whole source at that rate, and the nodes a --deadline needs, assuming the rate grows with
     the number of nodes like those of this cluster (each node adds its own actors, and decode
     tasks where they are used; the driver and object storage must keep up, which a sample on one

@@ -22,8 +22,8 @@ from zoomin_core.records import STATUS_MODEL_ERROR, ResultRow
 
 POISON_MESSAGE = ("the model process died while examining this image alone, twice in a row counting "
                   "its batch (a crash in native code or an out-of-memory kill); it was not examined again")
-POISON_DECODE_MESSAGE = ("the process died while reading and decoding this input alone, twice in a row counting "
-                         "its batch (a crash in native code or an out-of-memory kill); it was not read again")
+POISON_DECODE_MESSAGE = ("the process died while decoding this input alone, twice in a row counting its batch "
+                         "(a crash in native code or an out-of-memory kill); it was not decoded again")
 
 
 def _actor_key() -> str:
