@@ -52,13 +52,14 @@ def main(src: str, out: str, stall_s: float = 10.0) -> None:
         # should the driver have attached to a worker's raylet, the other worker is the victim.
         here = ray.get_runtime_context().get_node_id()
         victim = next(n for n in workers if n.node_id != here)
-        state = {"killed_at_files": None}
+        state: dict = {"killed_at_files": None}
 
         def killer():
             while len(list(Path(out).glob("part-*.parquet"))) < 2:
                 time.sleep(0.05)
             state["killed_at_files"] = len(list(Path(out).glob("part-*.parquet")))
             cluster.remove_node(victim, allow_graceful=False)  # SIGKILL its raylet and workers
+            state["killed_at"] = time.monotonic()
 
         t = threading.Thread(target=killer, daemon=True)
         t.start()
@@ -67,8 +68,15 @@ def main(src: str, out: str, stall_s: float = 10.0) -> None:
                      RayConfig(address=cluster.address, actors=2, actor_cpus=0.5, batch_size=4, progress=False,
                                stall_s=stall_s),
                      rows_per_file=8)
+        ended = time.monotonic()
+        # The GCS marks a SIGKILLed node dead only after its health checks fail (seconds to tens of
+        # seconds); a scan whose model actors ran elsewhere can finish before that.
+        deadline = time.monotonic() + 90
+        while sum(1 for n in ray.nodes() if n["Alive"]) > 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
         print(json.dumps({"rows": s.rows, "unique": s.unique_uris, "inputs": s.inputs, "complete": s.complete,
-                          "killed_at_files": state["killed_at_files"], "seconds": s.seconds,
+                          "killed_at_files": state["killed_at_files"],
+                          "killed_before_end": state.get("killed_at", float("inf")) < ended, "seconds": s.seconds,
                           "restarts": sum("restarting" in n for n in s.notes), "alive_nodes":
                           sum(1 for n in ray.nodes() if n["Alive"])}))
     finally:

@@ -39,5 +39,6 @@ def test_killing_a_worker_node_mid_scan_loses_and_duplicates_nothing(tmp_path):
     assert lines, r.stdout[-3000:]
     res = json.loads(lines[-1])
     print(res)
-    assert res["killed_at_files"] is not None and res["alive_nodes"] == 2   # killed mid-run
+    assert res["killed_at_files"] is not None and res["killed_before_end"]   # killed mid-run
+    assert res["alive_nodes"] == 2
     assert res["complete"] and res["rows"] == res["unique"] == res["inputs"] == 200
