@@ -112,7 +112,7 @@ def decode_limit(units, cfg, cpus: int) -> dict:
 
     from jobs.estimate import steady
     step = max(1, -(-units.num_rows // (4 * cpus)))    # four tasks per CPU
-    ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
+    ds = ray.data.from_blocks([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(_decode_and_crop, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=step,
                         num_cpus=1)
     t0, total, arrivals = time.perf_counter(), 0, []

@@ -15,9 +15,9 @@ imports, starts its local Ray cluster, plans, scans and writes) under each plan:
   two-actors    --actors 2
 
 From the job's output the script reads when each Parquet file was committed and how many rows
-it holds. The steady rate is the rows committed after the first tenth over the time since
-(read as `zoomin scan --estimate` reads it, `jobs.estimate.steady`): what a long nightly job
-sees. Start-up is the time the job would have needed before its first row, had it run at that
+it holds. The steady rate is the least-squares slope of rows committed over time after the
+first tenth (read as `zoomin scan --estimate` reads it, `jobs.estimate.steady`): what a long
+nightly job sees. Start-up is the time the job would have needed before its first row, had it run at that
 rate from the start (command start to that point: imports, Ray's start, planning, actor start
 and model load). Medians over the repeats are printed side by side with
 their ratio to the loop with all threads, then where the CPU went during each plan's runs: CPU

@@ -395,7 +395,9 @@ def build(units: pa.Table, cfg: JobConfig, plan: Plan, read_batch: int = 16, reg
     if shards:
         read_batch = 1  # a shard holds many images: one shard per task
     read_batch, step = read_split(units.num_rows, plan, read_batch)
-    ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
+    # from_blocks reads the blocks' sizes here; from_arrow ran a Ray task per block for them, which
+    # the driver waited on while worker processes started (on 2 cores, part of the start-up).
+    ds = ray.data.from_blocks([units.slice(i, step) for i in range(0, units.num_rows, step)])
     model = dict(fn_constructor_kwargs={"cfg": cfg, "plan": plan, "registry": registry}, batch_format="pyarrow",
                  batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                  num_cpus=plan.pool_cpus, num_gpus=plan.pool_gpus or None)

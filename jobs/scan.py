@@ -141,7 +141,7 @@ def model_digest(cfg: JobConfig) -> Optional[str]:
         return checkpoint_digest(cfg.model, cfg.source.storage)
     if cfg.backend != "compact" or (cfg.model and "://" in cfg.model):
         return None
-    from zoomin_core.compact_model import DEFAULT_WEIGHTS
+    from zoomin_core.backends import DEFAULT_WEIGHTS
     path = Path(cfg.model) if cfg.model else DEFAULT_WEIGHTS
     if not path.is_file():
         return None
@@ -276,7 +276,8 @@ def _attempts(units, todo, output, run, cfg, plan, rc, rows_per_file, registry) 
             # decode task that waits for the writes to drain its output deadlocked a small cluster
             # that had just lost a node (seen in the three-node test).
             with Watchdog(lambda: result_files(output), rc.stall_s, start_nodes=nodes) as dog:
-                build(todo, cfg, plan, registry=registry).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+                build(todo, cfg, plan, registry=registry).write_datasink(sink, ray_remote_args={"num_cpus": 0},
+                                                                           concurrency=plan.writers)
             return
         except Stalled:
             attempt += 1

@@ -14,6 +14,12 @@ def test_two_cpus_one_actor_per_core_each_decoding_its_own():
     assert (big.actors, big.actor_cpus, big.threads, big.batch_size) == (1, 2.0, 2, 8)
 
 
+def test_write_tasks_at_once_follow_the_cluster_cpus():
+    assert make_plan({"CPU": 2.0}).writers == 2
+    assert make_plan({"CPU": 1.0}).writers == 2      # one writes while the next file's rows arrive
+    assert make_plan({"CPU": 16.0, "GPU": 1.0}).writers == 16   # a GPU node's output rate needs more
+
+
 def test_decode_tasks_keep_their_cpus():
     p = make_plan({"CPU": 2.0}, decode="tasks")
     assert not p.decode_in_actors and p.actors == 2 and p.actor_cpus == 0.75 and p.threads == 1

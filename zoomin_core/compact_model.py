@@ -18,8 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "compact-v9.safetensors"
+from .backends import DEFAULT_WEIGHTS  # noqa: F401 - named here too, where the weights are read
 SCAN_STRIDE = 8
 ZOOM_STRIDE = 4
 

@@ -10,6 +10,7 @@ rows) is done once for all backends in `zoomin_core.stages`.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 from ..records import Crop, ScanResult, Verdict, View
@@ -36,6 +37,9 @@ BACKENDS: dict[str, str] = {
     "fake": "zoomin_core.backends.fake:FakeBackend",
     "vlm": "zoomin_core.backends.vlm:VLMBackend",
 }
+# The default backend's bundled weights, named here rather than in compact_model (which imports
+# torch): a scan's driver names them in the run's identity and never needs torch itself.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "compact-v9.safetensors"
 # Deterministic doubles for tests and dry runs: loadable by name, never offered to users.
 TEST_DOUBLES = ("fake",)
 
