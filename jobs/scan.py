@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -63,6 +64,8 @@ def _init_ray(rc: RayConfig):
     if not rc.verbose:
         # Ray Data's plan and "execution finished" lines, and its note that its bars are off.
         logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # Its advice, on a job of fewer blocks than actors or write tasks, to make more blocks.
+        warnings.filterwarnings("ignore", message=r"The (minimum|maximum) number of concurrent", category=UserWarning)
     return ray
 
 

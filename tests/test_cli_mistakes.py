@@ -103,6 +103,12 @@ def test_a_default_run_is_quiet_and_a_second_one_compares_every_setting(tmp_path
     for noise in ("core_worker.cc", "Total Progress", "INFO", "Token authentication", "Running Dataset"):
         assert noise not in p.stderr + p.stdout, (noise, p.stderr)
     assert "zoomin: progress: 3/3 images (100%)" in p.stderr
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.jpg").write_bytes(jpeg_bytes(textured(200, 150, seed=7)))
+    q = _scan([str(one), "--out", str(tmp_path / "out1"), "--backend", "fake", "--num-cpus", "2"])
+    # one image, one block: not Ray Data's advice to make more blocks for the two actors
+    assert q.returncode == 0 and "Warning" not in q.stderr, q.stderr
     record = json.loads((out / "_run.json").read_text())
     assert record["job"]["max_boxes"] == 4 and record["job"]["view_size"] == 768
     # nothing new: no cluster, no work, exit 0
