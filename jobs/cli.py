@@ -230,7 +230,8 @@ def cmd_synth(a) -> int:
             import sklearn  # noqa: F401 - only whether it is there
         except ImportError as e:
             return _fail("synth", f"the packaged photos need the 'synth' extra ({e.name} is not installed): "
-                                  "pip install -e '.[synth]', or give your own photos with --real-dir")
+                                  "bash scripts/setup.sh ray,synth (or pip install '.[synth]'), or give your own "
+                                  "photos with --real-dir")
     elif not Path(a.real_dir).is_dir():
         return _fail("synth", f"--real-dir {a.real_dir}: not a folder")
     try:
@@ -274,6 +275,10 @@ def cmd_train(a) -> int:
     from zoomin_core.train import TrainConfig, load_labelled, train
     if not (a.labels or a.real or a.generated):
         return _fail("train", "give LABELS and/or --real/--generated folders")
+    for flag, path, kind in (("LABELS", a.labels, "file"), ("--real", a.real, "folder"),
+                             ("--generated", a.generated, "folder")):
+        if path and not (Path(path).is_file() if kind == "file" else Path(path).is_dir()):
+            return _fail("train", f"{flag} {path}: no such {kind}")
     try:
         device = _train_device(a.device)
     except ValueError as e:

@@ -36,6 +36,11 @@ MIN_SAMPLE = 256
 PER_ACTOR = 32
 # Ray Data stages run by the model actors (their names in its statistics)
 ACTOR_STAGES = {c.__name__ for c in (Examiner, ReadingExaminer, Scanner, Zoomer, Escalator)}
+# ... and in a user's words
+STAGE_WORDS = {ReadingExaminer.__name__: "model actors (read, decode, scan, zoom)",
+               Examiner.__name__: "model actors (scan, zoom)", Scanner.__name__: "scan actors",
+               Zoomer.__name__: "zoom actors", Escalator.__name__: "second tier", "read_and_prepare": "decode tasks",
+               "cut_crops": "crop tasks"}
 
 
 @dataclass
@@ -53,8 +58,8 @@ class Timing:
     capped: bool = False           # the rate the rows' arrivals gave was above what the actors' busy time allows
 
     def stage_text(self) -> str:
-        return ", ".join(f"{name} {busy / self.images * 1000:.1f} ms busy ({cpu / self.images * 1000:.1f} ms CPU)"
-                         for name, (busy, cpu) in self.stages.items())
+        return ", ".join(f"{STAGE_WORDS.get(name, name)} {busy / self.images * 1000:.1f} ms busy "
+                         f"({cpu / self.images * 1000:.1f} ms CPU)" for name, (busy, cpu) in self.stages.items())
 
 
 @dataclass

@@ -192,13 +192,12 @@ def run_scan(src: Optional[str], out: str, cfg: JobConfig, rc: RayConfig = RayCo
         what = f"the {todo.num_rows} left of {what}"
     print(f"zoomin: scanning {what} from {manifest or src} (planned in {time.perf_counter() - t_plan:.1f}s) "
           f"with backend {backends_text(cfg)} ({cfg.examine.stages}); {plan.describe()}", flush=True)
-    t0 = time.perf_counter()
     total = None if shards else todo.num_rows   # a shard holds an unknown number of images
     with runs.Heartbeat(output, run.record), _progress(rc, RowCounter(output, run.run_id), total):
         _execute(units, todo, output, run, cfg, plan, rc, rows_per_file)
     del units, todo  # the plan's blocks now live in the object store
     summary = Summary(src=manifest or src or "", out=output.uri, inputs=len(uris),
-                      seconds=time.perf_counter() - t0, plan=plan.describe(), backend=backends_text(cfg),
+                      seconds=time.perf_counter() - t_plan, plan=plan.describe(), backend=backends_text(cfg),
                       stages=cfg.examine.stages, mode=run.mode,
                       notes=run.notes)
     summary = summarise(output, summary, uris, shards)

@@ -190,7 +190,7 @@ class Summary:
         earlier = f", {self.rows - self.new_rows} from earlier runs ({self.mode})" if self.rows != self.new_rows else ""
         lines = [
             f"zoomin: {self.rows} row(s) for {what}; {self.new_rows} new in {self.seconds:.1f}s "
-            f"({self.images_per_s:.2f} images/s, start-up included){earlier}",
+            f"({self.images_per_s:.2f} images/s, planning and Ray's start included){earlier}",
             f"  verdicts: {verdict}",
             f"  status:   {status}",
             f"  first look overturned by zooming in: {self.flipped}",

@@ -62,6 +62,10 @@ def test_top_level_and_other_commands(capsys):
     assert "unrecognized argument --limt (did you mean --limit?)" in _one_line(capsys)
     assert main(["train", "l.jsonl", "--out", "w", "--scan-steps", "0"]) == 2
     assert "--scan-steps: must be at least 1" in _one_line(capsys)
+    assert main(["train", "nowhere/labels.jsonl", "--out", "w"]) == 2
+    assert "LABELS nowhere/labels.jsonl: no such file" in _one_line(capsys)
+    assert main(["train", "--real", "nowhere", "--out", "w"]) == 2
+    assert "--real nowhere: no such folder" in _one_line(capsys)
     assert main(["scan", "--help"]) == 0
     assert "--pseudo" not in capsys.readouterr().out
 
@@ -75,7 +79,7 @@ def test_synth_without_its_extra_says_what_to_install(monkeypatch, tmp_path, cap
     monkeypatch.setitem(sys.modules, "skimage", None)   # as if scikit-image were not installed
     assert main(["synth", "--out", str(tmp_path / "s"), "--count", "3"]) == 2
     err = _one_line(capsys)
-    assert "synth" in err and "--real-dir" in err
+    assert "scripts/setup.sh ray,synth" in err and "--real-dir" in err
     assert main(["synth", "--out", str(tmp_path / "s"), "--real-dir", str(tmp_path / "none")]) == 2
     assert "not a folder" in _one_line(capsys)
 
