@@ -275,14 +275,14 @@ def cmd_train(a) -> int:
     from zoomin_core.train import TrainConfig, load_labelled, train
     if not (a.labels or a.real or a.generated):
         return _fail("train", "give LABELS and/or --real/--generated folders")
-    for flag, path, kind in (("LABELS", a.labels, "file"), ("--real", a.real, "folder"),
-                             ("--generated", a.generated, "folder")):
-        if path and not (Path(path).is_file() if kind == "file" else Path(path).is_dir()):
-            return _fail("train", f"{flag} {path}: no such {kind}")
     try:
         device = _train_device(a.device)
     except ValueError as e:
         return _fail("train", str(e))
+    for flag, path, kind in (("LABELS", a.labels, "file"), ("--real", a.real, "folder"),
+                             ("--generated", a.generated, "folder")):
+        if path and not (Path(path).is_file() if kind == "file" else Path(path).is_dir()):
+            return _fail("train", f"{flag} {path}: no such {kind}")
     samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source),
                             decode=DecodeConfig(view_max_side=a.view_size))
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",
