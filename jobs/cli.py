@@ -282,7 +282,7 @@ def cmd_train(a) -> int:
     for flag, path, kind in (("LABELS", a.labels, "file"), ("--real", a.real, "folder"),
                              ("--generated", a.generated, "folder")):
         if path and not (Path(path).is_file() if kind == "file" else Path(path).is_dir()):
-            return _fail("train", f"{flag} {path}: no such {kind}")
+            return _fail("train", f"{flag} {path}: not a {kind}")   # as synth words its --real-dir
     samples = load_labelled(a.labels, a.real, a.generated, exclude_sources=tuple(a.exclude_source),
                             decode=DecodeConfig(view_max_side=a.view_size))
     meta = {"version": a.version, "trained_on": a.labels or f"{a.real} + {a.generated}",

@@ -63,9 +63,9 @@ def test_top_level_and_other_commands(capsys):
     assert main(["train", "l.jsonl", "--out", "w", "--scan-steps", "0"]) == 2
     assert "--scan-steps: must be at least 1" in _one_line(capsys)
     assert main(["train", "nowhere/labels.jsonl", "--out", "w"]) == 2
-    assert "LABELS nowhere/labels.jsonl: no such file" in _one_line(capsys)
+    assert "LABELS nowhere/labels.jsonl: not a file" in _one_line(capsys)
     assert main(["train", "--real", "nowhere", "--out", "w"]) == 2
-    assert "--real nowhere: no such folder" in _one_line(capsys)
+    assert "--real nowhere: not a folder" in _one_line(capsys)
     assert main(["scan", "--help"]) == 0
     assert "--pseudo" not in capsys.readouterr().out
 
